@@ -1,0 +1,102 @@
+"""create_app(config, store=None): the aiohttp application and its one lifecycle.
+
+The store, the client session and the dispatcher open in one cleanup context and close in
+reverse order; nothing else starts background work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from gateway import handlers
+from gateway.config import Config
+from gateway.dispatcher import Dispatcher
+from gateway.handlers import RUNTIME, Runtime
+from gateway.store import Store
+from gateway.store.sqlite import SQLiteStore
+from gateway.upstream import new_session
+
+log = logging.getLogger("gateway")
+
+
+def create_app(config: Config, store: Store | None = None) -> web.Application:
+    app = web.Application(client_max_size=config.server.max_body)
+    prefix = config.jobs.prefix
+    app.router.add_get("/_gateway/healthz", handlers.healthz)
+    app.router.add_get("/_gateway/readyz", handlers.readyz)
+    app.router.add_get(prefix + "/{id}", handlers.status)  # HEAD comes with GET
+    app.router.add_get(prefix + "/{id}/status", handlers.status_view)
+    app.router.add_route("*", "/{tail:.*}", handlers.route)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        opened = store if store is not None else SQLiteStore(config.storage.path)
+        await opened.open()
+        session = new_session()
+        dispatcher = Dispatcher(config, opened, session)
+        app[RUNTIME] = Runtime(config, opened, session, dispatcher, await opened.key())
+        dispatcher.start()
+        try:
+            yield
+        finally:
+            await dispatcher.stop()
+            await session.close()
+            await opened.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+class AccessLog(AbstractAccessLogger):
+    """One JSON line per request: method, path, status, duration; never a header value."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "request",
+            extra={
+                "event": "access",
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "duration_ms": round(time * 1000, 2),
+                "remote": request.remote,
+            },
+        )
+
+
+async def serve(config: Config, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT, then drain as the contract says and return."""
+    app = create_app(config)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log_class=AccessLog, shutdown_timeout=5.0
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_port=config.server.workers > 1)
+        await site.start()
+        log.info(
+            "listening",
+            extra={
+                "event": "listening",
+                "host": host,
+                "port": port,
+                "storage": config.storage.path,
+            },
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("draining", extra={"event": "draining", "grace_s": config.server.shutdown_grace})
+        runtime = app[RUNTIME]
+        runtime.draining = True
+        await runtime.dispatcher.drain(config.server.shutdown_grace)
+    finally:
+        await runner.cleanup()
+    log.info("stopped", extra={"event": "stopped"})

@@ -1,0 +1,119 @@
+"""The `async-gateway` command: argument parsing, logging setup and the subcommands.
+
+The only place that configures logging; exits 2 with `FILE:LINE: key.path: message` lines for a
+bad configuration, and never prints a traceback for an expected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from gateway import config as configuration
+from gateway.errors import ConfigError, GatewayError
+
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, event, the record's extras, any traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS})
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def run_async(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run on uvloop where it is installed."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="async-gateway", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    _config_arg(serve)
+    serve.add_argument("--host", help="listen address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    check = commands.add_parser("check", help="validate the configuration file")
+    _config_arg(check)
+    demo = commands.add_parser("demo", help="run the gateway in front of a bundled slow backend")
+    demo.add_argument("--port", type=int, default=8080, help="the gateway's port (default 8080)")
+    demo.add_argument("--db", default="./async-gateway-demo.db", help="the SQLite file to use")
+    return parser
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="YAML file (default $GATEWAY_CONFIG, then config/gateway.yaml)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    path = getattr(args, "config", None) or configuration.default_path()
+    try:
+        if args.command == "check":
+            configuration.load(path)
+            print(f"{path}: ok")
+            return 0
+        setup_logging()
+        if args.command == "serve":
+            return _serve(configuration.load(path), args.host, args.port)
+        if args.command == "demo":
+            from gateway import demo
+
+            run_async(demo.run(args.port, args.db))
+            return 0
+    except ConfigError as e:
+        for message in e.messages:
+            print(message, file=sys.stderr)
+        return 2
+    except GatewayError as e:
+        logging.getLogger("gateway").error(
+            "cannot start", extra={"event": "start_failed", "error": str(e)}
+        )
+        return 1
+    return 2
+
+
+def _serve(config: configuration.Config, host: str | None, port: int | None) -> int:
+    from gateway.app import serve
+
+    run_async(
+        serve(config, host or config.server.host, config.server.port if port is None else port)
+    )
+    return 0

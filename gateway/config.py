@@ -1,0 +1,392 @@
+"""The configuration as frozen dataclasses, validated once from YAML.
+
+Every problem is reported as `FILE:LINE: key.path: message`; nothing else in the package reads
+YAML or the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from gateway import source as yamlsource
+from gateway import units
+from gateway.errors import ConfigError
+
+T = TypeVar("T")
+Mode = Literal["async", "proxy"]
+OnInterrupt = Literal["auto", "retry", "fail"]
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+
+class Secret(str):
+    """A string that never shows itself in a repr or a log line."""
+
+    def __repr__(self) -> str:
+        return "'***'" if self else "''"
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    public_url: str | None = None
+    trust_forwarded: bool = False
+    max_body: int = 100 * 1024**2
+    shutdown_grace: float = 30.0
+
+
+@dataclass(frozen=True)
+class Storage:
+    path: str = "./gateway.db"
+
+
+@dataclass(frozen=True)
+class Jobs:
+    prefix: str = "/_gateway/jobs"
+    retention: float = 24 * 3600.0
+    retry_after: float = 2.0
+    max_queued: int = 10000
+    bind_headers: tuple[str, ...] = ("Authorization",)
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 3
+    on_status: frozenset[int] = frozenset({502, 503, 504})
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    url: str
+    connect_timeout: float = 5.0
+    timeout: float = 900.0
+    max_in_flight: int = 16
+    retry: Retry = field(default_factory=Retry)
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    upstream: str
+    methods: frozenset[str] | None = None
+    mode: Mode = "async"
+    wait: float = 0.0
+    max_wait: float = 60.0
+    on_interrupt: OnInterrupt = "auto"
+    callback: str | None = None
+
+    def matches(self, path: str, method: str) -> bool:
+        """Segment-aware prefix: /reports matches /reports and /reports/7, not /reportsX."""
+        if self.methods is not None and method not in self.methods:
+            return False
+        base = self.path.rstrip("/")
+        return path == base or path.startswith(base + "/") or base == ""
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    secret: Secret = field(default_factory=Secret)
+    allow_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    upstreams: Mapping[str, Upstream]
+    routes: tuple[Route, ...]
+    server: Server = field(default_factory=Server)
+    storage: Storage = field(default_factory=Storage)
+    jobs: Jobs = field(default_factory=Jobs)
+    callbacks: Callbacks = field(default_factory=Callbacks)
+
+    def route_for(self, path: str, method: str) -> Route | None:
+        return next((r for r in self.routes if r.matches(path, method)), None)
+
+
+def default_path(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get("GATEWAY_CONFIG") or "config/gateway.yaml"
+
+
+def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the file; raise ConfigError with every problem found."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([f"{path}:1: (file): cannot read: {e}"]) from e
+    return parse(text, path, os.environ if environ is None else environ)
+
+
+def parse(text: str, filename: str, environ: Mapping[str, str]) -> Config:
+    src = yamlsource.read(text, environ)
+    config = _Reader(src).config() if not src.problems else None
+    if src.problems or config is None:
+        ordered = sorted(src.problems, key=lambda p: p.line)
+        raise ConfigError([p.render(filename) for p in ordered])
+    return config
+
+
+class _Reader:
+    """Builds the dataclasses from plain values, recording a problem for each bad key."""
+
+    def __init__(self, src: yamlsource.Source) -> None:
+        self.src = src
+
+    def config(self) -> Config | None:
+        top = self.mapping("", {"server", "storage", "jobs", "upstreams", "routes", "callbacks"})
+        if top is None:
+            return None
+        upstreams = self.upstreams(top)
+        config = Config(
+            server=self.server(),
+            storage=Storage(path=self.get("storage.path", "./gateway.db", _text)),
+            jobs=self.jobs(),
+            upstreams=upstreams,
+            routes=self.routes(top, upstreams),
+            callbacks=self.callbacks(),
+        )
+        return None if self.src.problems else config
+
+    # -- sections --------------------------------------------------------------
+
+    def server(self) -> Server:
+        self.mapping("server", set(Server.__dataclass_fields__))
+        return Server(
+            host=self.get("server.host", "127.0.0.1", _text),
+            port=self.get("server.port", 8080, _port),
+            workers=self.get("server.workers", 1, _workers),
+            public_url=self.get("server.public_url", None, _base_url),
+            trust_forwarded=self.get("server.trust_forwarded", False, _boolean),
+            max_body=self.get("server.max_body", 100 * 1024**2, units.size),
+            shutdown_grace=self.get("server.shutdown_grace", 30.0, units.duration),
+        )
+
+    def jobs(self) -> Jobs:
+        self.mapping("jobs", set(Jobs.__dataclass_fields__))
+        return Jobs(
+            prefix=self.get("jobs.prefix", "/_gateway/jobs", _prefix),
+            retention=self.get("jobs.retention", 86400.0, units.duration),
+            retry_after=self.get("jobs.retry_after", 2.0, units.duration),
+            max_queued=self.get("jobs.max_queued", 10000, _positive),
+            bind_headers=tuple(self.get("jobs.bind_headers", ["Authorization"], _names)),
+        )
+
+    def callbacks(self) -> Callbacks:
+        self.mapping("callbacks", {"secret", "allow_hosts"})
+        return Callbacks(
+            secret=Secret(self.get("callbacks.secret", "", _text)),
+            allow_hosts=tuple(self.get("callbacks.allow_hosts", [], _names)),
+        )
+
+    def upstreams(self, top: dict[str, Any]) -> dict[str, Upstream]:
+        found = self.mapping("upstreams", None)
+        if "upstreams" not in top or not found:
+            self.src.problem("upstreams", "at least one upstream is required")
+            return {}
+        return {name: self.upstream(name) for name in found}
+
+    def upstream(self, name: str) -> Upstream:
+        path = yamlsource.child("upstreams", name)
+        keys = {"url", "connect_timeout", "timeout", "max_in_flight", "retry"}
+        found = self.mapping(path, keys)
+        if found is None:
+            return Upstream(name=name, url="http://invalid")
+        if "url" not in found:
+            self.src.problem(path, "url is required")
+        return Upstream(
+            name=name,
+            url=self.get(f"{path}.url", None, _base_url) or "http://invalid",
+            connect_timeout=self.get(f"{path}.connect_timeout", 5.0, units.duration),
+            timeout=self.get(f"{path}.timeout", 900.0, units.duration),
+            max_in_flight=self.get(f"{path}.max_in_flight", 16, _positive),
+            retry=self.retry(f"{path}.retry"),
+        )
+
+    def retry(self, path: str) -> Retry:
+        self.mapping(path, {"attempts", "on_status", "backoff", "max_backoff"})
+        return Retry(
+            attempts=self.get(f"{path}.attempts", 3, _positive),
+            on_status=frozenset(self.get(f"{path}.on_status", [502, 503, 504], _statuses)),
+            backoff=self.get(f"{path}.backoff", 1.0, units.duration),
+            max_backoff=self.get(f"{path}.max_backoff", 60.0, units.duration),
+        )
+
+    def routes(self, top: dict[str, Any], upstreams: Mapping[str, Upstream]) -> tuple[Route, ...]:
+        items = top.get("routes")
+        if not isinstance(items, list) or not items:
+            self.src.problem("routes", "a non-empty list of routes is required")
+            return ()
+        return tuple(self.route(f"routes[{i}]", upstreams) for i in range(len(items)))
+
+    def route(self, path: str, upstreams: Mapping[str, Upstream]) -> Route:
+        found = self.mapping(path, set(Route.__dataclass_fields__))
+        if found is None:
+            return Route(path="/", upstream="")
+        for required in ("path", "upstream"):
+            if required not in found:
+                self.src.problem(path, f"{required} is required")
+        upstream = self.get(f"{path}.upstream", "", _text)
+        if upstream and upstream not in upstreams:
+            self.src.problem(f"{path}.upstream", f"no upstream named {upstream!r}")
+        methods = self.get(f"{path}.methods", None, _methods)
+        return Route(
+            path=self.get(f"{path}.path", "/", _route_path),
+            upstream=upstream,
+            methods=frozenset(methods) if methods is not None else None,
+            mode=self.get(f"{path}.mode", "async", _choice("async", "proxy")),
+            wait=self.get(f"{path}.wait", 0.0, units.duration),
+            max_wait=self.get(f"{path}.max_wait", 60.0, units.duration),
+            on_interrupt=self.get(f"{path}.on_interrupt", "auto", _choice("auto", "retry", "fail")),
+            callback=self.get(f"{path}.callback", None, _base_url),
+        )
+
+    # -- plumbing --------------------------------------------------------------
+
+    def at(self, path: str) -> Any:
+        value = self.src.data
+        for part in path.replace("[", ".[").split(".") if path else []:
+            if isinstance(value, dict):
+                value = value.get(part)
+            elif isinstance(value, list) and part.startswith("["):
+                value = value[int(part[1:-1])]
+            else:
+                return None
+        return value
+
+    def mapping(self, path: str, allowed: set[str] | None) -> dict[str, Any] | None:
+        value = self.at(path)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.src.problem(path, "expected a mapping")
+            return None
+        for key in value:
+            if allowed is not None and key not in allowed:
+                self.src.problem(yamlsource.child(path, key), "unknown key")
+        return value
+
+    def get(self, path: str, default: T, convert: Callable[[Any], T]) -> T:
+        value = self.at(path)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except (ValueError, TypeError) as e:
+            self.src.problem(path, str(e))
+            return default
+
+
+# -- value converters: raise ValueError with the message a user reads -----------
+
+
+def _text(value: object) -> str:
+    if isinstance(value, dict | list):
+        raise ValueError("expected a string")
+    return str(value)
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+
+
+def _positive(value: object) -> int:
+    number = _int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _port(value: object) -> int:
+    number = _int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("must be a port number from 0 to 65535")
+    return number
+
+
+def _workers(value: object) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    return _positive(value)
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in {"true", "yes", "on", "1"}:
+        return True
+    if str(value).lower() in {"false", "no", "off", "0", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _base_url(value: object) -> str | None:
+    text = _text(value).strip()
+    if not text or text == "null":
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("a base URL takes no query or fragment")
+    return text.rstrip("/")
+
+
+def _prefix(value: object) -> str:
+    text = _text(value)
+    if not text.startswith("/") or text == "/":
+        raise ValueError("must be a path starting with / such as /_gateway/jobs")
+    return text.rstrip("/")
+
+
+def _route_path(value: object) -> str:
+    text = _text(value)
+    if not text.startswith("/"):
+        raise ValueError("must start with /")
+    return text
+
+
+def _names(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("expected a list of names")
+    return list(value)
+
+
+def _methods(value: object) -> list[str]:
+    names = [m.upper() for m in _names(value)]
+    unknown = [m for m in names if m not in HTTP_METHODS]
+    if unknown:
+        raise ValueError(f"unknown HTTP method {unknown[0]!r}")
+    return names
+
+
+def _statuses(value: object) -> list[int]:
+    if not isinstance(value, list):
+        raise ValueError("expected a list of status codes")
+    codes = [_int(v) for v in value]
+    if any(not 100 <= c <= 599 for c in codes):
+        raise ValueError("status codes run from 100 to 599")
+    return codes
+
+
+def _choice(*options: str) -> Callable[[object], Any]:
+    def convert(value: object) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return str(value)
+
+    return convert

@@ -1,0 +1,265 @@
+"""Bounded background execution per upstream: claims, tries, retries, leases, recovery, drain.
+
+The dispatcher owns every task it starts, bounds each upstream to `max_in_flight`, takes jobs in
+order of arrival, and ends every job it claims in a recorded state, even on an unexpected error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aiohttp
+
+from gateway import jobs
+from gateway.config import Config, Retry, Upstream
+from gateway.errors import StorageError
+from gateway.headers import JOB_ID
+from gateway.jobs import Again, Complete, Fail, Failure, Job
+from gateway.store import Part, Store
+from gateway.upstream import UpstreamFailed, exchange
+
+log = logging.getLogger("gateway.dispatcher")
+LEASE = 15.0  # a running job's lease; renewed every LEASE / 3 while its call goes on
+POLL = 1.0  # how often an idle lane looks for work queued by other processes
+PURGE_EVERY = 60.0
+STALE_UPLOAD = 3600.0
+
+
+def new_owner() -> str:
+    """host:pid:random, so a restarted process can tell its dead predecessor's leases."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def dead_predecessor(owner: str, me: str) -> bool:
+    """A lease held under our own host and pid, but another token, belongs to a dead process."""
+    host, pid, _ = ([*owner.split(":"), "", "", ""])[:3]
+    my_host, my_pid, _ = me.split(":")
+    return owner != me and host == my_host and pid == my_pid
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        session: aiohttp.ClientSession,
+        clock: Callable[[], float] = time.time,
+        lease: float = LEASE,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._session = session
+        self._clock = clock
+        self._lease = lease
+        self._rng = random.Random()
+        self.owner = new_owner()
+        self._wake = {name: asyncio.Event() for name in config.upstreams}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._calls: dict[str, asyncio.Task[Any]] = {}
+        self._claiming = True
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        for upstream in self._config.upstreams.values():
+            self._spawn(self._lane(upstream), f"lane:{upstream.name}")
+        self._spawn(self._housekeeping(), "housekeeping")
+
+    def notify(self, upstream: str) -> None:
+        """A job for `upstream` was just stored."""
+        self._wake[upstream].set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._calls)
+
+    async def drain(self, grace: float) -> None:
+        """Start no new call, give those in flight `grace` seconds, then settle the rest."""
+        self._claiming = False
+        for event in self._wake.values():
+            event.set()
+        calls = set(self._calls.values())
+        if calls:
+            await asyncio.wait(calls, timeout=grace)
+        for task in calls:
+            task.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+
+    async def stop(self) -> None:
+        await self.drain(0)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- claiming ----------------------------------------------------------------
+
+    async def _lane(self, upstream: Upstream) -> None:
+        slots = asyncio.Semaphore(upstream.max_in_flight)
+        wake = self._wake[upstream.name]
+        while True:
+            await slots.acquire()
+            wake.clear()
+            job = await self._claim(upstream) if self._claiming else None
+            if job is None:
+                slots.release()
+                await _wait(wake, POLL)
+                continue
+            task = self._spawn(self._run(upstream, job), f"job:{job.id}")
+            self._calls[job.id] = task
+            task.add_done_callback(functools.partial(self._release, job.id, slots))
+
+    def _release(self, job_id: str, slots: asyncio.Semaphore, _: object) -> None:
+        self._calls.pop(job_id, None)
+        slots.release()
+
+    async def _claim(self, upstream: Upstream) -> Job | None:
+        now = self._clock()
+        try:
+            return await self._store.claim(upstream.name, self.owner, now, now + self._lease)
+        except StorageError as e:
+            log.error("claim failed", extra={"event": "claim_failed", "error": str(e)})
+            return None
+
+    # -- one job -----------------------------------------------------------------
+
+    async def _run(self, upstream: Upstream, job: Job) -> None:
+        try:
+            await self._try(upstream, job)
+        except asyncio.CancelledError:
+            await self._interrupted(job)
+            raise
+        except Exception as e:
+            log.exception("job crashed", extra={"event": "job_crashed", "job_id": job.id})
+            failure = Failure("internal", f"the gateway failed: {type(e).__name__}", sent=True)
+            await self._end(job, Fail(failure))
+
+    async def _try(self, upstream: Upstream, job: Job) -> None:
+        headers = [*(job.request_headers or ()), (JOB_ID, job.id)]
+        body = None
+        if job.request_size:
+            headers.append(("Content-Length", str(job.request_size)))
+            body = self._store.body(job.id, Part.REQUEST)
+        started = self._clock()
+        try:
+            async with exchange(
+                self._session, upstream, job.method, job.target, tuple(headers), body
+            ) as reply:
+                decision = jobs.after_try(job, reply.answer, upstream.retry, started, self._rng)
+                if isinstance(decision, Complete):
+                    done = self._clock()
+                    await self._store.complete(
+                        job.id, self.owner, reply.answer, reply.body, done, self._expiry(done)
+                    )
+                    self._log_end(job, "completed", started, status=reply.answer.status)
+                    return
+        except UpstreamFailed as e:
+            decision = jobs.after_try(job, e.failure, upstream.retry, started, self._rng)
+        await self._end(job, decision)
+
+    async def _end(self, job: Job, decision: jobs.Decision) -> None:
+        now = self._clock()
+        if isinstance(decision, Again):
+            await self._store.requeue(job.id, self.owner, now + decision.delay)
+            if job.upstream in self._wake:
+                asyncio.get_running_loop().call_later(decision.delay, self._wake[job.upstream].set)
+            log.info(
+                "job retry",
+                extra={
+                    "event": "job_retry",
+                    "job_id": job.id,
+                    "attempt": job.attempts,
+                    "delay": decision.delay,
+                },
+            )
+        elif isinstance(decision, Fail):
+            await self._store.fail(job.id, self.owner, decision.failure, now, self._expiry(now))
+            self._log_end(job, "failed", now, failure=decision.failure.kind)
+
+    async def _interrupted(self, job: Job) -> None:
+        """A call cut off by drain: settled by the same rule as a crash."""
+        upstream = self._config.upstreams.get(job.upstream)
+        failed = jobs.on_restart(job, upstream.retry if upstream else Retry())
+        try:
+            await self._end(job, failed if failed is not None else Again(0.0))
+        except StorageError as e:
+            log.error(
+                "cannot settle job",
+                extra={"event": "settle_failed", "job_id": job.id, "error": str(e)},
+            )
+
+    def _expiry(self, now: float) -> float:
+        return now + self._config.jobs.retention
+
+    def _log_end(self, job: Job, outcome: str, since: float, **fields: object) -> None:
+        log.info(
+            "job ended",
+            extra={
+                "event": "job_ended",
+                "job_id": job.id,
+                "route": job.route,
+                "upstream": job.upstream,
+                "outcome": outcome,
+                "attempts": job.attempts,
+                "duration_ms": round((self._clock() - since) * 1000, 1),
+                **fields,
+            },
+        )
+
+    # -- leases, recovery, retention ----------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        last_purge = 0.0
+        while True:
+            now = self._clock()
+            try:
+                await self._store.renew(self.owner, now + self._lease)
+                await self.recover(now)
+                if now - last_purge >= PURGE_EVERY:
+                    await self._store.purge(now, now - STALE_UPLOAD)
+                    last_purge = now
+            except StorageError as e:
+                log.error(
+                    "housekeeping failed", extra={"event": "housekeeping_failed", "error": str(e)}
+                )
+            await asyncio.sleep(self._lease / 3)
+
+    async def recover(self, now: float) -> int:
+        """Settle running jobs whose process died: retried or failed per `on_interrupt`."""
+        settled = 0
+        for job in await self._store.running():
+            holder, lease_until = job.owner or "", job.lease_until or 0.0
+            if holder == self.owner or not (
+                lease_until < now or dead_predecessor(holder, self.owner)
+            ):
+                continue
+            if await self._store.steal(job, self.owner, now + self._lease):
+                log.warning(
+                    "job recovered",
+                    extra={"event": "job_recovered", "job_id": job.id, "from": holder},
+                )
+                await self._interrupted(job)
+                settled += 1
+        return settled
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    # Not wait_for: on Python 3.11 it can swallow a cancel that lands as the event fires.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()

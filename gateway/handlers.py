@@ -1,0 +1,250 @@
+"""HTTP only: accepting async requests (202), the status URL, proxy routes, health endpoints.
+
+Handlers translate between HTTP and the store, the dispatcher and `upstream.exchange`; header
+rules live in `headers.py`, answers in `responses.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from gateway import headers as h
+from gateway import jobs, responses
+from gateway.config import Config, Route, Upstream
+from gateway.dispatcher import Dispatcher
+from gateway.errors import BodyTooLarge, StorageError
+from gateway.jobs import NewJob, Status
+from gateway.store import CHUNK, Part, Store
+from gateway.upstream import UpstreamFailed, exchange
+
+log = logging.getLogger("gateway.http")
+
+
+@dataclass
+class Runtime:
+    """What handlers use, opened and closed by the app's one cleanup context."""
+
+    config: Config
+    store: Store
+    session: aiohttp.ClientSession
+    dispatcher: Dispatcher
+    key: bytes
+    draining: bool = False
+
+    def now(self) -> float:
+        return time.time()
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+# -- routes the operator configured ------------------------------------------------
+
+
+async def route(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    matched = rt.config.route_for(request.path, request.method)
+    if matched is None:
+        return responses.problem(404, "Not Found", f"no route for {request.method} {request.path}")
+    if rt.draining:
+        return responses.problem(
+            503,
+            "Draining",
+            "the gateway is shutting down; try again shortly",
+            headers={"Retry-After": responses.seconds(rt.config.jobs.retry_after)},
+        )
+    too_large = _declared_too_large(request, rt.config.server.max_body)
+    if too_large is not None:
+        return too_large
+    upstream = rt.config.upstreams[matched.upstream]
+    if matched.mode == "proxy":
+        return await proxy(request, rt, upstream)
+    return await accept(request, rt, matched)
+
+
+def _declared_too_large(request: web.Request, limit: int) -> web.Response | None:
+    if request.content_length is not None and request.content_length > limit:
+        return _too_large(limit)
+    return None
+
+
+def _too_large(limit: int) -> web.Response:
+    return responses.problem(
+        413,
+        "Content Too Large",
+        f"the request body is larger than {limit} bytes",
+        headers={"Connection": "close"},
+    )
+
+
+def peer(request: web.Request) -> h.Peer:
+    version = f"{request.version.major}.{request.version.minor}"
+    return h.Peer(request.remote or "", request.scheme, request.host, version)
+
+
+def binding(rt: Runtime, raw: h.Headers) -> str:
+    """A keyed hash of the bind_headers values; never the values themselves."""
+    names = rt.config.jobs.bind_headers
+    if not names:
+        return ""
+    values = "\0".join(h.first(raw, name) or "" for name in names)
+    return hmac.new(rt.key, values.encode(), hashlib.sha256).hexdigest()
+
+
+async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.StreamResponse:
+    config = rt.config
+    retry_later = {"Retry-After": responses.seconds(config.jobs.retry_after)}
+    raw = h.decode(request.raw_headers)
+    new = NewJob(
+        id=jobs.new_id(),
+        route=matched.path,
+        upstream=matched.upstream,
+        method=request.method,
+        target=request.raw_path,
+        headers=h.for_upstream(raw, peer(request), config.server.trust_forwarded),
+        created_at=rt.now(),
+        retry_on_interrupt=jobs.retries_on_interrupt(matched.on_interrupt, request.method),
+        binding=binding(rt, raw),
+    )
+    try:
+        if await rt.store.queued() >= config.jobs.max_queued:
+            return responses.problem(
+                503, "Queue Full", "too many jobs are waiting", headers=retry_later
+            )
+        job = await rt.store.accept(new, _pieces(request, config.server.max_body))
+    except BodyTooLarge:
+        return _too_large(config.server.max_body)
+    except StorageError as e:
+        log.error("cannot store request", extra={"event": "accept_failed", "error": str(e)})
+        return responses.problem(
+            503, "Storage Unavailable", "the request could not be stored", headers=retry_later
+        )
+    rt.dispatcher.notify(job.upstream)
+    base = h.base_url(peer(request), raw, config.server.public_url, config.server.trust_forwarded)
+    return responses.accepted(job, f"{base}{config.jobs.prefix}/{job.id}", config.jobs.retry_after)
+
+
+async def _pieces(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """The request body in pieces of CHUNK bytes (the last may be shorter)."""
+    buffer = bytearray()
+    total = 0
+    async for data in request.content.iter_chunked(CHUNK):
+        total += len(data)
+        if total > limit:
+            raise BodyTooLarge(f"over {limit} bytes")
+        buffer += data
+        while len(buffer) >= CHUNK:
+            yield bytes(buffer[:CHUNK])
+            del buffer[:CHUNK]
+    if buffer:
+        yield bytes(buffer)
+
+
+async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.StreamResponse:
+    raw = h.decode(request.raw_headers)
+    sent = list(h.for_upstream(raw, peer(request), rt.config.server.trust_forwarded))
+    if request.content_length is not None:
+        sent.append(("Content-Length", str(request.content_length)))
+    body = request.content if request.body_exists else None
+    response = web.StreamResponse()
+    try:
+        async with exchange(
+            rt.session, upstream, request.method, request.raw_path, tuple(sent), body
+        ) as reply:
+            response.set_status(reply.answer.status, reply.answer.reason or None)
+            response.headers.clear()
+            response.headers.extend(h.for_client(reply.answer.headers))
+            length = h.content_length(reply.answer.headers)
+            if length is not None:
+                response.content_length = length
+            await response.prepare(request)
+            async for chunk in reply.body:
+                await response.write(chunk)
+    except UpstreamFailed as e:
+        if response.prepared:  # too late for a 502: cut the connection so the client can tell
+            raise ConnectionResetError("upstream failed mid-answer") from e
+        failure = e.failure
+        title = "Gateway Timeout" if failure.http_status == 504 else "Bad Gateway"
+        return responses.problem(failure.http_status, title, failure.detail)
+    await response.write_eof()
+    return response
+
+
+# -- the status URL ------------------------------------------------------------------
+
+
+async def _bound_job(request: web.Request) -> tuple[Runtime, jobs.Job | None]:
+    rt = request.app[RUNTIME]
+    job = await rt.store.get(request.match_info["id"], rt.now())
+    if job is None or not hmac.compare_digest(
+        job.binding, binding(rt, h.decode(request.raw_headers))
+    ):
+        return rt, None
+    return rt, job
+
+
+async def status(request: web.Request) -> web.StreamResponse:
+    try:
+        rt, job = await _bound_job(request)
+    except StorageError:
+        return _storage_down(request)
+    if job is None:
+        return responses.not_found()
+    if job.status in jobs.PENDING:
+        return responses.pending(job, rt.config.jobs.retry_after)
+    if job.status == Status.COMPLETED:
+        return await responses.replay(request, job, rt.store.body(job.id, Part.ANSWER))
+    if job.status == Status.FAILED:
+        return responses.failed(job)
+    return responses.problem(
+        409, "Canceled", "the job was canceled", headers=responses.job_headers(job), job_id=job.id
+    )
+
+
+async def status_view(request: web.Request) -> web.StreamResponse:
+    try:
+        _, job = await _bound_job(request)
+    except StorageError:
+        return _storage_down(request)
+    if job is None:
+        return responses.not_found()
+    return web.json_response(jobs.summary(job), headers=responses.job_headers(job))
+
+
+def _storage_down(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    return responses.problem(
+        503,
+        "Storage Unavailable",
+        "storage cannot be read right now",
+        headers={
+            "Retry-After": responses.seconds(rt.config.jobs.retry_after),
+            "Cache-Control": responses.NO_STORE,
+        },
+    )
+
+
+# -- operations ------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    if rt.draining:
+        return web.json_response({"status": "draining"}, status=503)
+    try:
+        await rt.store.ping()
+    except StorageError as e:
+        return web.json_response({"status": "storage unavailable", "error": str(e)}, status=503)
+    return web.json_response({"status": "ready"})

@@ -1,0 +1,154 @@
+"""Every header decision the gateway makes: hop-by-hop removal, X-Forwarded-*, replay filtering.
+
+Pure functions over lists of (name, value) pairs, order and repeats kept; no I/O, no clock reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+Header = tuple[str, str]
+Headers = tuple[Header, ...]
+
+# RFC 9110 §7.6.1, plus the RFC 2616 names that proxies still strip.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "trailer",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+JOB_ID = "X-Gateway-Job-Id"
+JOB_STATUS = "X-Gateway-Job-Status"
+# Headers the gateway itself sets on what it sends upstream or back; a client's or upstream's copy
+# must not pass for the gateway's.
+_OWN = frozenset({JOB_ID.lower(), JOB_STATUS.lower()})
+# The gateway frames bodies itself (it knows the stored size), so it drops the sender's framing.
+_FRAMING = frozenset({"content-length", "host", "expect"})
+VIA = "async-gateway"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """What the gateway knows of the client connection a request came in on."""
+
+    address: str
+    scheme: str
+    host: str
+    version: str = "1.1"
+
+
+def decode(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """Raw header bytes as text that re-encodes to the same bytes whenever it is valid UTF-8."""
+    return tuple((_text(name), _text(value)) for name, value in raw)
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def connection_named(headers: Sequence[Header]) -> frozenset[str]:
+    """The hop-by-hop set for this message: the fixed names and those listed in Connection."""
+    named = {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for token in value.split(",")
+        if token.strip()
+    }
+    return HOP_BY_HOP | named
+
+
+def end_to_end(headers: Sequence[Header]) -> Headers:
+    """Drop hop-by-hop headers, including those named in Connection (RFC 9110 §7.6.1)."""
+    drop = connection_named(headers)
+    return tuple((n, v) for n, v in headers if n.lower() not in drop)
+
+
+def for_upstream(headers: Sequence[Header], peer: Peer, trust_forwarded: bool) -> Headers:
+    """What is sent upstream for a client's request, less X-Gateway-Job-Id and framing."""
+    kept = [
+        (n, v)
+        for n, v in end_to_end(headers)
+        if n.lower() not in _FRAMING and n.lower() not in _OWN
+    ]
+    forwarded_for = [v for n, v in kept if n.lower() == "x-forwarded-for"]
+    out = [(n, v) for n, v in kept if n.lower() not in _FORWARDING]
+    chain = ", ".join([*forwarded_for, peer.address]) if peer.address else ", ".join(forwarded_for)
+    if chain:
+        out.append(("X-Forwarded-For", chain))
+    out.append(
+        ("X-Forwarded-Proto", _kept_or(kept, "x-forwarded-proto", peer.scheme, trust_forwarded))
+    )
+    out.append(("X-Forwarded-Host", _kept_or(kept, "x-forwarded-host", peer.host, trust_forwarded)))
+    via = [v for n, v in kept if n.lower() == "via"]
+    out.append(("Via", ", ".join([*via, f"{peer.version} {VIA}"])))
+    return tuple(out)
+
+
+_FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"})
+
+
+def _kept_or(headers: Sequence[Header], name: str, own: str, trust: bool) -> str:
+    if trust:
+        for n, v in headers:
+            if n.lower() == name:
+                return v.split(",")[0].strip()
+    return own
+
+
+def for_client(headers: Sequence[Header]) -> Headers:
+    """An upstream answer's headers as the gateway passes them on (proxy) or replays them.
+
+    Content-Length stays in its place; the caller sets it to the length it really sends.
+    """
+    return tuple((n, v) for n, v in end_to_end(headers) if n.lower() not in _OWN)
+
+
+def content_length(headers: Sequence[Header]) -> int | None:
+    for name, value in headers:
+        if name.lower() == "content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def first(headers: Sequence[Header], name: str) -> str | None:
+    wanted = name.lower()
+    return next((v for n, v in headers if n.lower() == wanted), None)
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from Retry-After: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def base_url(peer: Peer, headers: Sequence[Header], public_url: str | None, trust: bool) -> str:
+    """The scheme and host that status URLs are built on."""
+    if public_url:
+        return public_url
+    scheme = _kept_or(headers, "x-forwarded-proto", peer.scheme, trust)
+    host = _kept_or(headers, "x-forwarded-host", peer.host, trust)
+    return f"{scheme}://{host}"

@@ -1,0 +1,188 @@
+"""Jobs, their states and what happens after each try: pure, no I/O, no clock reads.
+
+The dispatcher asks `after_try` what to do with an outcome; `on_restart` settles a job that was
+running when its process died. Times are seconds since the epoch, passed in.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from gateway.config import Retry
+from gateway.headers import Headers, first, retry_after
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class Status(StrEnum):
+    RECEIVING = "receiving"  # body still arriving; no 202 sent, swept if abandoned
+    QUEUED = "queued"  # stored and acknowledged, waiting for an upstream slot
+    RUNNING = "running"  # one process holds a lease on it and is calling the upstream
+    COMPLETED = "completed"  # the upstream answered, whatever its status code
+    FAILED = "failed"  # no usable answer after all tries
+    CANCELED = "canceled"  # a client canceled it before it ended
+
+
+PENDING = frozenset({Status.QUEUED, Status.RUNNING})
+FINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELED})
+
+FailureKind = Literal["refused", "reset", "timeout", "bad_answer", "interrupted", "internal"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The head of an upstream's answer; its body lives in storage beside it."""
+
+    status: int
+    reason: str
+    headers: Headers
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: FailureKind
+    detail: str
+    sent: bool  # the request may have reached the upstream
+
+    @property
+    def http_status(self) -> int:
+        return 504 if self.kind == "timeout" else 502
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A request as accepted, before storage gives it its place in the queue."""
+
+    id: str
+    route: str
+    upstream: str
+    method: str
+    target: str
+    headers: Headers
+    created_at: float
+    retry_on_interrupt: bool
+    binding: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    route: str
+    upstream: str
+    status: Status
+    method: str
+    target: str
+    created_at: float
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    request_headers: Headers | None = None
+    request_size: int = 0
+    retry_on_interrupt: bool = False
+    binding: str = ""
+    owner: str | None = None
+    lease_until: float | None = None
+    answer: Answer | None = None
+    failure: Failure | None = None
+
+
+def new_id() -> str:
+    """128 random bits, URL-safe."""
+    return secrets.token_urlsafe(16)
+
+
+def retries_on_interrupt(on_interrupt: str, method: str) -> bool:
+    return on_interrupt == "retry" or (on_interrupt == "auto" and method in IDEMPOTENT)
+
+
+@dataclass(frozen=True)
+class Again:
+    delay: float
+
+
+@dataclass(frozen=True)
+class Complete:
+    answer: Answer
+
+
+@dataclass(frozen=True)
+class Fail:
+    failure: Failure
+
+
+Decision = Again | Complete | Fail
+
+
+def after_try(
+    job: Job, outcome: Answer | Failure, policy: Retry, now: float, rng: random.Random
+) -> Decision:
+    """What follows one try. `job.attempts` counts the try that just ended."""
+    tries_left = job.attempts < policy.attempts
+    if isinstance(outcome, Answer):
+        retry = tries_left and outcome.status in policy.on_status and job.method in IDEMPOTENT
+        if not retry:
+            return Complete(outcome)
+        hinted = retry_after(first(outcome.headers, "Retry-After"), now)
+        if outcome.status in (429, 503) and hinted is not None:
+            return Again(hinted)
+        return Again(backoff(job.attempts, policy, rng))
+    if tries_left and (not outcome.sent or job.method in IDEMPOTENT):
+        return Again(backoff(job.attempts, policy, rng))
+    return Fail(outcome)
+
+
+def backoff(attempt: int, policy: Retry, rng: random.Random) -> float:
+    """Doubling from `backoff`, with equal jitter, capped by `max_backoff`."""
+    ceiling = min(policy.max_backoff, policy.backoff * 2.0 ** max(0, attempt - 1))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def on_restart(job: Job, policy: Retry) -> Fail | None:
+    """A job cut off by a crash or a drain: retried (None) or failed as interrupted.
+
+    A retry spends a try like any other, so a request that keeps killing the gateway ends.
+    """
+    if job.retry_on_interrupt and job.attempts < policy.attempts:
+        return None
+    detail = (
+        "the gateway stopped while this request was with the upstream; "
+        "the method is not idempotent, so its outcome is unknown and it was not sent again"
+    )
+    return Fail(Failure("interrupted", detail, sent=True))
+
+
+def rfc3339(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return (
+        datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def summary(job: Job) -> dict[str, object]:
+    """The gateway's own JSON view of a job (202 bodies, /status)."""
+    view: dict[str, object] = {
+        "id": job.id,
+        "status": str(job.status),
+        "created_at": rfc3339(job.created_at),
+        "started_at": rfc3339(job.started_at),
+        "finished_at": rfc3339(job.finished_at),
+        "attempts": job.attempts,
+        "method": job.method,
+        "path": job.target,
+    }
+    if job.answer is not None:
+        view["response"] = {
+            "status": job.answer.status,
+            "headers": [list(h) for h in job.answer.headers],
+            "size": job.answer.size,
+        }
+    if job.failure is not None:
+        view["failure"] = {"kind": job.failure.kind, "detail": job.failure.detail}
+    return view

@@ -1,0 +1,110 @@
+"""The gateway's own answers: problem+json (RFC 9457), job views and the byte-exact replay.
+
+Builds responses only; it never reads storage except through the body iterator it is handed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway import headers as h
+from gateway.jobs import Job, summary
+
+PROBLEM = "application/problem+json"
+NO_STORE = "no-store"
+
+
+def problem(
+    status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type=PROBLEM,
+        headers=headers,
+    )
+
+
+def seconds(value: float) -> str:
+    """A Retry-After value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(value)))
+
+
+def job_headers(job: Job, retry_after: float | None = None) -> dict[str, str]:
+    out = {"Cache-Control": NO_STORE, h.JOB_STATUS: str(job.status)}
+    if retry_after is not None:
+        out["Retry-After"] = seconds(retry_after)
+    return out
+
+
+def accepted(job: Job, status_url: str, retry_after: float) -> web.Response:
+    view = {
+        "id": job.id,
+        "status": str(job.status),
+        "status_url": status_url,
+        "created_at": summary(job)["created_at"],
+    }
+    headers = {**job_headers(job, retry_after), "Location": status_url, "Vary": "Prefer"}
+    return web.json_response(view, status=202, headers=headers)
+
+
+def pending(job: Job, retry_after: float) -> web.Response:
+    full = summary(job)
+    view = {key: full[key] for key in ("id", "status", "created_at", "started_at", "attempts")}
+    return web.json_response(view, status=202, headers=job_headers(job, retry_after))
+
+
+def failed(job: Job) -> web.Response:
+    assert job.failure is not None
+    failure = job.failure
+    title = "Upstream timed out" if failure.kind == "timeout" else "Upstream failed"
+    if failure.kind == "interrupted":
+        title = "Outcome unknown"
+    return problem(
+        failure.http_status,
+        title,
+        failure.detail,
+        headers=job_headers(job),
+        job_id=job.id,
+        cause=failure.kind,
+        attempts=job.attempts,
+    )
+
+
+def not_found(detail: str = "no such job, or it has expired") -> web.Response:
+    return problem(404, "Not Found", detail, headers={"Cache-Control": NO_STORE})
+
+
+async def replay(request: web.Request, job: Job, body: AsyncIterator[bytes]) -> web.StreamResponse:
+    """The stored upstream answer: status, headers in order with repeats, body byte for byte."""
+    answer = job.answer
+    assert answer is not None
+    response = web.StreamResponse(status=answer.status, reason=answer.reason or None)
+    response.headers.clear()  # aiohttp's default Content-Type must not slip in
+    replayed: CIMultiDict[str] = CIMultiDict(h.for_client(answer.headers))
+    replayed[h.JOB_ID] = job.id
+    replayed[h.JOB_STATUS] = str(job.status)
+    if NO_STORE not in ",".join(replayed.getall("Cache-Control", [])):
+        replayed.add("Cache-Control", NO_STORE)
+    response.headers.extend(replayed)
+    # An answer to HEAD keeps the upstream's Content-Length: it describes a body never sent.
+    has_body = _has_body(answer.status) and job.method != "HEAD"
+    if has_body:
+        response.content_length = answer.size
+    await response.prepare(request)
+    if has_body and request.method != "HEAD":
+        async for chunk in body:
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def _has_body(status: int) -> bool:
+    return status >= 200 and status not in (204, 304)

@@ -1,0 +1,78 @@
+"""The Store protocol: the domain verbs every storage backend implements.
+
+Every state change is a compare-and-set (`queued → running` only if still queued, `running → …`
+only by the lease holder), so several workers or processes can share one store safely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from enum import IntEnum
+from typing import Protocol
+
+from gateway.jobs import Answer, Failure, Job, NewJob
+
+CHUNK = 256 * 1024  # bodies move to and from storage in pieces of at most this size
+
+
+class Part(IntEnum):
+    REQUEST = 0
+    ANSWER = 1
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StorageError unless storage can be read now."""
+
+    async def key(self) -> bytes:
+        """A random key kept in the store and shared by every process using it."""
+
+    async def accept(self, job: NewJob, body: AsyncIterator[bytes]) -> Job:
+        """Store the request and its body; return only once it is durable (then it is queued)."""
+
+    async def get(self, job_id: str, now: float) -> Job | None:
+        """The job, or None if unknown or past its retention."""
+
+    async def claim(self, upstream: str, owner: str, now: float, lease_until: float) -> Job | None:
+        """The oldest due queued job of `upstream`, now running under `owner`'s lease."""
+
+    def body(self, job_id: str, part: Part) -> AsyncIterator[bytes]:
+        """A stored body, piece by piece."""
+
+    async def complete(
+        self,
+        job_id: str,
+        owner: str,
+        answer: Answer,
+        body: AsyncIterator[bytes],
+        now: float,
+        expires_at: float,
+    ) -> bool:
+        """Store the answer and drop the request; False (answer discarded) if the lease is lost."""
+
+    async def fail(
+        self, job_id: str, owner: str, failure: Failure, now: float, expires_at: float
+    ) -> bool:
+        """running → failed; the request stays as a dead letter until `expires_at`."""
+
+    async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
+        """running → queued, due again at `not_before`."""
+
+    async def renew(self, owner: str, lease_until: float) -> None:
+        """Extend the lease on every job `owner` runs."""
+
+    async def running(self) -> list[Job]:
+        """Every running job, with its lease holder and the lease's end."""
+
+    async def steal(self, job: Job, owner: str, lease_until: float) -> bool:
+        """Take over a running job, only if its holder and lease are still as `job` saw them."""
+
+    async def queued(self) -> int:
+        """How many jobs wait for an upstream slot."""
+
+    async def purge(self, now: float, stale_before: float) -> int:
+        """Delete jobs past retention and uploads abandoned before `stale_before`."""

@@ -1,0 +1,169 @@
+"""An in-memory Store: the reference implementation of the protocol, for tests and embedding.
+
+Nothing survives the process; every verb keeps the same compare-and-set rules as SQLite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import AsyncIterator
+
+from gateway.jobs import FINAL, Answer, Failure, Job, NewJob, Status
+from gateway.store import Part
+
+
+@dataclasses.dataclass
+class _Row:
+    job: Job
+    seq: int
+    owner: str | None = None
+    lease_until: float = 0.0
+    not_before: float = 0.0
+    expires_at: float | None = None
+    bodies: dict[Part, list[bytes]] = dataclasses.field(default_factory=dict)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._rows: dict[str, _Row] = {}
+        self._seq = 0
+        self._key = secrets.token_bytes(32)
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def key(self) -> bytes:
+        return self._key
+
+    async def accept(self, job: NewJob, body: AsyncIterator[bytes]) -> Job:
+        chunks = [chunk async for chunk in body]
+        self._seq += 1
+        stored = Job(
+            id=job.id,
+            route=job.route,
+            upstream=job.upstream,
+            status=Status.QUEUED,
+            method=job.method,
+            target=job.target,
+            created_at=job.created_at,
+            request_headers=job.headers,
+            request_size=sum(map(len, chunks)),
+            retry_on_interrupt=job.retry_on_interrupt,
+            binding=job.binding,
+        )
+        self._rows[job.id] = _Row(stored, self._seq, bodies={Part.REQUEST: chunks})
+        return stored
+
+    async def get(self, job_id: str, now: float) -> Job | None:
+        row = self._rows.get(job_id)
+        if row is None or (row.expires_at is not None and row.expires_at <= now):
+            return None
+        return row.job
+
+    async def claim(self, upstream: str, owner: str, now: float, lease_until: float) -> Job | None:
+        due = [
+            r
+            for r in self._rows.values()
+            if r.job.upstream == upstream and r.job.status == Status.QUEUED and r.not_before <= now
+        ]
+        if not due:
+            return None
+        row = min(due, key=lambda r: r.seq)
+        row.owner, row.lease_until = owner, lease_until
+        row.bodies.pop(Part.ANSWER, None)
+        row.job = dataclasses.replace(
+            row.job, status=Status.RUNNING, attempts=row.job.attempts + 1, started_at=now
+        )
+        return row.job
+
+    async def body(self, job_id: str, part: Part) -> AsyncIterator[bytes]:
+        row = self._rows.get(job_id)
+        for chunk in list(row.bodies.get(part, [])) if row else []:
+            yield chunk
+
+    def _held(self, job_id: str, owner: str) -> _Row | None:
+        row = self._rows.get(job_id)
+        if row is None or row.job.status != Status.RUNNING or row.owner != owner:
+            return None
+        return row
+
+    async def complete(
+        self,
+        job_id: str,
+        owner: str,
+        answer: Answer,
+        body: AsyncIterator[bytes],
+        now: float,
+        expires_at: float,
+    ) -> bool:
+        chunks = [chunk async for chunk in body]
+        row = self._held(job_id, owner)
+        if row is None:
+            return False
+        row.bodies = {Part.ANSWER: chunks}
+        answer = dataclasses.replace(answer, size=sum(map(len, chunks)))
+        self._finish(row, Status.COMPLETED, now, expires_at, answer=answer, request_headers=None)
+        return True
+
+    async def fail(
+        self, job_id: str, owner: str, failure: Failure, now: float, expires_at: float
+    ) -> bool:
+        row = self._held(job_id, owner)
+        if row is None:
+            return False
+        self._finish(row, Status.FAILED, now, expires_at, failure=failure)
+        return True
+
+    def _finish(
+        self, row: _Row, status: Status, now: float, expires_at: float, **changes: object
+    ) -> None:
+        row.job = dataclasses.replace(row.job, status=status, finished_at=now, **changes)  # type: ignore[arg-type]
+        row.owner, row.expires_at = None, expires_at
+
+    async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
+        row = self._held(job_id, owner)
+        if row is None:
+            return False
+        row.job = dataclasses.replace(row.job, status=Status.QUEUED)
+        row.owner, row.not_before = None, not_before
+        return True
+
+    async def renew(self, owner: str, lease_until: float) -> None:
+        for row in self._rows.values():
+            if row.owner == owner and row.job.status == Status.RUNNING:
+                row.lease_until = lease_until
+
+    async def running(self) -> list[Job]:
+        return [
+            dataclasses.replace(r.job, owner=r.owner, lease_until=r.lease_until)
+            for r in self._rows.values()
+            if r.job.status == Status.RUNNING
+        ]
+
+    async def steal(self, job: Job, owner: str, lease_until: float) -> bool:
+        row = self._held(job.id, job.owner or "")
+        if row is None or row.lease_until != job.lease_until:
+            return False
+        row.owner, row.lease_until = owner, lease_until
+        return True
+
+    async def queued(self) -> int:
+        return sum(1 for r in self._rows.values() if r.job.status == Status.QUEUED)
+
+    async def purge(self, now: float, stale_before: float) -> int:
+        gone = [
+            job_id
+            for job_id, r in self._rows.items()
+            if (r.job.status in FINAL and r.expires_at is not None and r.expires_at <= now)
+            or (r.job.status == Status.RECEIVING and r.job.created_at < stale_before)
+        ]
+        for job_id in gone:
+            del self._rows[job_id]
+        return len(gone)

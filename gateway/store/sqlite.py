@@ -1,0 +1,417 @@
+"""The embedded default Store: one SQLite file in WAL mode, `synchronous=FULL`.
+
+Writes go through the single group-commit Writer; reads use a separate aiosqlite connection, so
+a replay streams its body piece by piece while writes go on. No SQL lives outside this module.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiosqlite
+
+from gateway.errors import StorageError
+from gateway.jobs import Answer, Failure, Job, NewJob, Status
+from gateway.store import Part
+from gateway.store.writer import Writer
+
+BUSY_TIMEOUT_MS = 5000
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    route TEXT NOT NULL,
+    upstream TEXT NOT NULL,
+    status TEXT NOT NULL,
+    method TEXT NOT NULL,
+    target TEXT NOT NULL,
+    request_headers TEXT,
+    request_size INTEGER NOT NULL DEFAULT 0,
+    retry_on_interrupt INTEGER NOT NULL,
+    binding TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    owner TEXT,
+    lease_until REAL,
+    expires_at REAL,
+    answer TEXT,
+    failure TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (upstream, seq) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_until) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_receiving ON jobs (created_at) WHERE status = 'receiving';
+CREATE TABLE IF NOT EXISTS bodies (
+    job_id TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, part, n)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_COLUMNS = (
+    "id, route, upstream, status, method, target, created_at, attempts, started_at, finished_at,"
+    " request_headers, request_size, retry_on_interrupt, binding, owner, lease_until,"
+    " answer, failure"
+)
+
+
+def _connect(path: str, schema: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA journal_size_limit = 67108864")
+    if schema:
+        conn.executescript(SCHEMA)
+    return conn
+
+
+class SQLiteStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writer = Writer(lambda: _connect(path, schema=True))
+        self._reader: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        try:
+            await self._writer.start()
+            self._reader = await aiosqlite.connect(self.path)
+            await self._reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except (sqlite3.Error, OSError) as e:
+            await self.close()
+            raise StorageError(f"cannot open {self.path}: {e}") from e
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        await self._writer.stop()
+
+    async def ping(self) -> None:
+        await self._read_one("SELECT 1", ())
+
+    async def key(self) -> bytes:
+        """A random key kept in the store, shared by every process that uses it."""
+
+        def op(c: sqlite3.Connection) -> str:
+            c.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('binding_key', ?)", (secrets.token_hex(32),)
+            )
+            row = c.execute("SELECT value FROM meta WHERE key = 'binding_key'").fetchone()
+            return str(row[0])
+
+        return bytes.fromhex(await self._writer.run(op))
+
+    # -- accepting ---------------------------------------------------------------
+
+    async def accept(self, job: NewJob, body: AsyncIterator[bytes]) -> Job:
+        first = await anext(body, b"")
+        second = await anext(body, None)
+        if second is None:  # the common case: the whole request in one transaction
+            await self._writer.run(lambda c: _insert(c, job, Status.QUEUED, first))
+            return await self._job(job.id)
+        await self._writer.run(lambda c: _insert(c, job, Status.RECEIVING, first))
+        try:
+            size, n = len(first), 1
+            async for chunk in _chain(second, body):
+                await self._writer.run(_put_chunk(job.id, Part.REQUEST, n, chunk))
+                size, n = size + len(chunk), n + 1
+            await self._writer.run(lambda c: _received(c, job.id, size))
+        except BaseException:
+            await self._writer.run(lambda c: _delete(c, job.id))
+            raise
+        return await self._job(job.id)
+
+    # -- reading -----------------------------------------------------------------
+
+    async def get(self, job_id: str, now: float) -> Job | None:
+        row = await self._read_one(
+            f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND status != 'receiving'"
+            " AND (expires_at IS NULL OR expires_at > ?)",
+            (job_id, now),
+        )
+        return _job(row) if row else None
+
+    async def _job(self, job_id: str) -> Job:
+        job = await self.get(job_id, 0.0)
+        if job is None:
+            raise StorageError(f"job {job_id} vanished")
+        return job
+
+    async def body(self, job_id: str, part: Part) -> AsyncIterator[bytes]:
+        n = 0
+        while True:
+            row = await self._read_one(
+                "SELECT data FROM bodies WHERE job_id = ? AND part = ? AND n = ?",
+                (job_id, int(part), n),
+            )
+            if row is None:
+                return
+            yield bytes(row[0])
+            n += 1
+
+    async def _read_one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        if self._reader is None:
+            raise StorageError("storage is not open")
+        try:
+            async with self._reader.execute(sql, args) as cursor:
+                return await cursor.fetchone()
+        except sqlite3.Error as e:
+            raise StorageError(f"read failed: {e}") from e
+
+    async def _read_all(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        if self._reader is None:
+            raise StorageError("storage is not open")
+        try:
+            async with self._reader.execute(sql, args) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as e:
+            raise StorageError(f"read failed: {e}") from e
+
+    async def queued(self) -> int:
+        row = await self._read_one("SELECT count(*) FROM jobs WHERE status = 'queued'", ())
+        return int(row[0])
+
+    async def running(self) -> list[Job]:
+        rows = await self._read_all(f"SELECT {_COLUMNS} FROM jobs WHERE status = 'running'", ())
+        return [_job(r) for r in rows]
+
+    # -- transitions, each a compare-and-set --------------------------------------
+
+    async def claim(self, upstream: str, owner: str, now: float, lease_until: float) -> Job | None:
+        def op(c: sqlite3.Connection) -> Any:
+            row = c.execute(
+                "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, started_at = ?,"
+                " attempts = attempts + 1 WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued'"
+                " AND upstream = ? AND not_before <= ? ORDER BY seq LIMIT 1) AND status = 'queued'"
+                f" RETURNING {_COLUMNS}",
+                (owner, lease_until, now, upstream, now),
+            ).fetchone()
+            if row is not None:
+                c.execute("DELETE FROM bodies WHERE job_id = ? AND part = ?", (row[0], Part.ANSWER))
+            return row
+
+        row = await self._writer.run(op)
+        return _job(row) if row else None
+
+    async def complete(
+        self,
+        job_id: str,
+        owner: str,
+        answer: Answer,
+        body: AsyncIterator[bytes],
+        now: float,
+        expires_at: float,
+    ) -> bool:
+        size, n = 0, 0
+        try:
+            async for chunk in body:
+                await self._writer.run(_put_chunk(job_id, Part.ANSWER, n, chunk))
+                size, n = size + len(chunk), n + 1
+        except BaseException:
+            await self._writer.run(_drop_part(job_id, Part.ANSWER))
+            raise
+        head = json.dumps([answer.status, answer.reason, answer.headers, size])
+
+        def op(c: sqlite3.Connection) -> bool:
+            done = _finish(c, job_id, owner, "completed", now, expires_at, answer=head)
+            if done:
+                c.execute("UPDATE jobs SET request_headers = NULL WHERE id = ?", (job_id,))
+            _drop_part(job_id, Part.REQUEST if done else Part.ANSWER)(c)
+            return done
+
+        return await self._writer.run(op)
+
+    async def fail(
+        self, job_id: str, owner: str, failure: Failure, now: float, expires_at: float
+    ) -> bool:
+        cause = json.dumps([failure.kind, failure.detail, failure.sent])
+        return await self._writer.run(
+            lambda c: _finish(c, job_id, owner, "failed", now, expires_at, failure=cause)
+        )
+
+    async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
+        return await self._writer.run(
+            lambda c: (
+                c.execute(
+                    "UPDATE jobs SET status = 'queued', owner = NULL, lease_until = NULL,"
+                    " not_before = ? WHERE id = ? AND status = 'running' AND owner = ?",
+                    (not_before, job_id, owner),
+                ).rowcount
+                == 1
+            )
+        )
+
+    async def renew(self, owner: str, lease_until: float) -> None:
+        await self._writer.run(
+            lambda c: c.execute(
+                "UPDATE jobs SET lease_until = ? WHERE owner = ? AND status = 'running'",
+                (lease_until, owner),
+            )
+        )
+
+    async def steal(self, job: Job, owner: str, lease_until: float) -> bool:
+        return await self._writer.run(
+            lambda c: (
+                c.execute(
+                    "UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND status = 'running'"
+                    " AND owner = ? AND lease_until = ?",
+                    (owner, lease_until, job.id, job.owner, job.lease_until),
+                ).rowcount
+                == 1
+            )
+        )
+
+    async def purge(self, now: float, stale_before: float) -> int:
+        def op(c: sqlite3.Connection) -> int:
+            ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM jobs WHERE expires_at <= ? UNION ALL"
+                    " SELECT id FROM jobs WHERE status = 'receiving' AND created_at < ? LIMIT 500",
+                    (now, stale_before),
+                )
+            ]
+            for job_id in ids:
+                _delete(c, job_id)
+            return len(ids)
+
+        return await self._writer.run(op)
+
+
+# -- operations run by the writer, inside its transaction ----------------------
+
+
+def _insert(c: sqlite3.Connection, job: NewJob, status: Status, first: bytes) -> None:
+    c.execute(
+        "INSERT INTO jobs (id, route, upstream, status, method, target, request_headers,"
+        " request_size, retry_on_interrupt, binding, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            job.id,
+            job.route,
+            job.upstream,
+            str(status),
+            job.method,
+            job.target,
+            json.dumps(job.headers),
+            len(first),
+            int(job.retry_on_interrupt),
+            job.binding,
+            job.created_at,
+        ),
+    )
+    c.execute("INSERT INTO bodies VALUES (?, ?, 0, ?)", (job.id, Part.REQUEST, first))
+
+
+def _received(c: sqlite3.Connection, job_id: str, size: int) -> None:
+    c.execute(
+        "UPDATE jobs SET status = 'queued', request_size = ? WHERE id = ? AND status = 'receiving'",
+        (size, job_id),
+    )
+
+
+def _put_chunk(
+    job_id: str, part: Part, n: int, data: bytes
+) -> Callable[[sqlite3.Connection], None]:
+    def op(c: sqlite3.Connection) -> None:
+        c.execute("INSERT OR REPLACE INTO bodies VALUES (?, ?, ?, ?)", (job_id, part, n, data))
+
+    return op
+
+
+def _drop_part(job_id: str, part: Part) -> Callable[[sqlite3.Connection], None]:
+    def op(c: sqlite3.Connection) -> None:
+        c.execute("DELETE FROM bodies WHERE job_id = ? AND part = ?", (job_id, part))
+
+    return op
+
+
+def _delete(c: sqlite3.Connection, job_id: str) -> None:
+    c.execute("DELETE FROM bodies WHERE job_id = ?", (job_id,))
+    c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+
+def _finish(
+    c: sqlite3.Connection,
+    job_id: str,
+    owner: str,
+    status: str,
+    now: float,
+    expires_at: float,
+    answer: str | None = None,
+    failure: str | None = None,
+) -> bool:
+    cursor = c.execute(
+        "UPDATE jobs SET status = ?, finished_at = ?, expires_at = ?, owner = NULL,"
+        " lease_until = NULL, answer = ?, failure = ?"
+        " WHERE id = ? AND status = 'running' AND owner = ?",
+        (status, now, expires_at, answer, failure, job_id, owner),
+    )
+    return cursor.rowcount == 1
+
+
+async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield head
+    async for chunk in rest:
+        yield chunk
+
+
+def _job(row: Any) -> Job:
+    (
+        job_id,
+        route,
+        upstream,
+        status,
+        method,
+        target,
+        created_at,
+        attempts,
+        started_at,
+        finished_at,
+        request_headers,
+        request_size,
+        retry_on_interrupt,
+        binding,
+        owner,
+        lease_until,
+        answer,
+        failure,
+    ) = row
+    return Job(
+        id=job_id,
+        route=route,
+        upstream=upstream,
+        status=Status(status),
+        method=method,
+        target=target,
+        created_at=created_at,
+        attempts=attempts,
+        started_at=started_at,
+        finished_at=finished_at,
+        request_headers=_headers(json.loads(request_headers)) if request_headers else None,
+        request_size=request_size,
+        retry_on_interrupt=bool(retry_on_interrupt),
+        binding=binding,
+        owner=owner,
+        lease_until=lease_until,
+        answer=_answer(json.loads(answer)) if answer else None,
+        failure=Failure(*json.loads(failure)) if failure else None,
+    )
+
+
+def _headers(pairs: list[list[str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, value) for name, value in pairs)
+
+
+def _answer(fields: list[Any]) -> Answer:
+    status, reason, headers, size = fields
+    return Answer(status, reason, _headers(headers), size)

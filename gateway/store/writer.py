@@ -1,0 +1,117 @@
+"""The one owner of SQLite's write transaction: group commit from a single thread.
+
+Callers hand in operations (functions of a sqlite3 connection); the writer runs every waiting
+operation in one transaction, each inside a savepoint, and resolves each caller's future only
+after the COMMIT that holds its rows. A failed COMMIT fails every operation of that batch, so no
+caller is ever told "stored" for a row that was rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from gateway.errors import StorageError
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+MAX_BATCH = 256
+
+
+class Writer:
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._local = threading.local()
+        self._pending: list[tuple[Operation, asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._open)
+        self._task = asyncio.create_task(self._run(), name="sqlite-writer")
+
+    async def stop(self) -> None:
+        """Commit what is waiting, then close; later writes are refused."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `op` in the next transaction; return its result once that transaction commits."""
+        if self._task is None or self._closing:
+            raise StorageError("storage is not open")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        self._wake.set()
+        return await future
+
+    def _open(self) -> None:
+        self._local.conn = self._connect()
+
+    def _close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closing or self._pending:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                ops = [op for op, _ in batch]
+                try:
+                    results = await asyncio.shield(
+                        loop.run_in_executor(self._executor, self._commit, ops)
+                    )
+                except Exception as e:  # never leave a caller waiting on a dead writer
+                    results = [(False, StorageError(f"write failed: {e!r}"))] * len(ops)
+                for (_, future), (ok, value) in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+
+    def _commit(self, ops: list[Operation]) -> list[tuple[bool, Any]]:
+        conn: sqlite3.Connection = self._local.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = [self._apply(conn, op) for op in ops]
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            _rollback(conn)
+            return [(False, StorageError(f"write failed: {e}"))] * len(ops)
+        return results
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, op: Operation) -> tuple[bool, Any]:
+        """One operation in a savepoint; a failure of the transaction itself propagates."""
+        conn.execute("SAVEPOINT op")
+        try:
+            value = op(conn)
+        except Exception as e:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return False, StorageError(str(e)) if isinstance(e, sqlite3.Error) else e
+        conn.execute("RELEASE op")
+        return True, value
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):  # nothing may be left to roll back
+        conn.execute("ROLLBACK")

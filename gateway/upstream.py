@@ -1,0 +1,102 @@
+"""The only user of aiohttp's ClientSession: one exchange with an upstream, errors as values.
+
+Every way a call can go wrong becomes an `UpstreamFailed` carrying a `Failure` that says whether
+the request may have reached the upstream; the caller decides what follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.config import Upstream
+from gateway.errors import GatewayError
+from gateway.headers import Headers, decode
+from gateway.jobs import Answer, Failure
+
+READ_SIZE = 256 * 1024
+# aiohttp would otherwise add headers the client never sent.
+_NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
+class UpstreamFailed(GatewayError):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(f"{failure.kind}: {failure.detail}")
+        self.failure = failure
+
+
+@dataclass(frozen=True)
+class Reply:
+    answer: Answer
+    body: AsyncIterator[bytes]
+
+
+def new_session() -> aiohttp.ClientSession:
+    """One pooled session for every upstream; concurrency is bounded by the dispatcher."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=_NO_AUTO_HEADERS,
+        trust_env=False,
+    )
+
+
+@asynccontextmanager
+async def exchange(
+    session: aiohttp.ClientSession,
+    upstream: Upstream,
+    method: str,
+    target: str,
+    headers: Headers,
+    body: Any,
+) -> AsyncIterator[Reply]:
+    """Send one request; yield the answer's head and its body as it arrives."""
+    timeout = aiohttp.ClientTimeout(total=upstream.timeout, sock_connect=upstream.connect_timeout)
+    try:
+        async with session.request(
+            method,
+            URL(upstream.url + target, encoded=True),
+            headers=CIMultiDict(headers),
+            data=body,
+            allow_redirects=False,
+            timeout=timeout,
+            compress=None,
+        ) as response:
+            answer = Answer(response.status, response.reason or "", decode(response.raw_headers))
+            yield Reply(answer, _chunks(response, upstream))
+    except UpstreamFailed:
+        raise
+    except (TimeoutError, aiohttp.ClientError, OSError) as e:
+        raise UpstreamFailed(failure_of(e, upstream)) from e
+
+
+async def _chunks(response: aiohttp.ClientResponse, upstream: Upstream) -> AsyncIterator[bytes]:
+    """The body in pieces of at most READ_SIZE, each read only when the last is consumed."""
+    try:
+        async for chunk in response.content.iter_chunked(READ_SIZE):
+            yield chunk
+    except (TimeoutError, aiohttp.ClientError, OSError) as e:
+        raise UpstreamFailed(failure_of(e, upstream)) from e
+
+
+def failure_of(error: BaseException, upstream: Upstream) -> Failure:
+    """Name what went wrong, and whether the request may have reached the upstream."""
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return Failure("timeout", f"connecting to the upstream timed out: {error}", sent=False)
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return Failure("refused", f"cannot connect to the upstream: {error.os_error}", sent=False)
+    if isinstance(error, asyncio.TimeoutError):
+        return Failure(
+            "timeout", f"the upstream did not answer within {upstream.timeout:g}s", sent=True
+        )
+    if isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | OSError):
+        return Failure("reset", f"the upstream closed the connection: {error}", sent=True)
+    return Failure("bad_answer", f"the upstream's answer was not valid HTTP: {error}", sent=True)

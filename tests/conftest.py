@@ -1,0 +1,104 @@
+"""Fixtures: a real fake upstream, configurations parsed from YAML, the gateway app on a temp store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.config import Config, parse
+from tests.fakes import FakeUpstream
+
+MakeConfig = Callable[..., Config]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    fake = await FakeUpstream().start()
+    yield fake
+    await fake.stop()
+
+
+UPSTREAM = {"timeout": "5s", "retry": "{backoff: 10ms, max_backoff: 50ms}"}
+ROUTES = """
+  - {path: /async, upstream: legacy, mode: async}
+  - {path: /, upstream: legacy, mode: proxy}
+"""
+
+
+def config_text(
+    upstream_url: str,
+    db: str,
+    extra: str = "",
+    upstream: dict[str, str] | None = None,
+    routes: str = ROUTES,
+) -> str:
+    """A whole configuration file; `upstream` keys replace the test defaults."""
+    keys = {"url": upstream_url, **UPSTREAM, **(upstream or {})}
+    block = "".join(f"    {k}: {v}\n" for k, v in keys.items())
+    return f"""
+server: {{max_body: 1MB}}
+storage: {{path: {db}}}
+upstreams:
+  legacy:
+{block}
+routes:{routes}
+{extra}
+"""
+
+
+@pytest.fixture
+def make_config(upstream: FakeUpstream, tmp_path: Path) -> MakeConfig:
+    def make(**kwargs: Any) -> Config:
+        url = kwargs.pop("url", upstream.url)
+        text = config_text(url, str(tmp_path / "gateway.db"), **kwargs)
+        return parse(text, "test.yaml", {})
+
+    return make
+
+
+@pytest.fixture
+def gateway_for(aiohttp_client: Any) -> Callable[[Config], Any]:
+    async def start(config: Config) -> TestClient[Any, Any]:
+        return await aiohttp_client(create_app(config))  # type: ignore[no-any-return]
+
+    return start
+
+
+@pytest.fixture
+async def gateway(gateway_for: Any, make_config: MakeConfig) -> TestClient[Any, Any]:
+    return await gateway_for(make_config())  # type: ignore[no-any-return]
+
+
+async def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll `condition` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def settled(client: TestClient[Any, Any], location: str, **kwargs: Any) -> Any:
+    """GET the status URL until the job is no longer pending; return that response, read."""
+    path = location.split("//", 1)[1].split("/", 1)[1]
+
+    async def done() -> Any:
+        response = await client.get("/" + path, **kwargs)
+        await response.read()
+        if response.headers.get("X-Gateway-Job-Status") in ("queued", "running"):
+            return None
+        return response
+
+    return await wait_for(done)
