@@ -129,9 +129,12 @@ def load(path: str, environ: Mapping[str, str] | None = None) -> Config:
 
 def parse(text: str, filename: str, environ: Mapping[str, str]) -> Config:
     src = yamlsource.read(text, environ)
-    config = _Reader(src).config() if not src.problems else None
+    config = _Reader(src).config() if src.data is not None else None
     if src.problems or config is None:
-        ordered = sorted(src.problems, key=lambda p: p.line)
+        first: dict[str, yamlsource.Problem] = {}
+        for problem in src.problems:  # one message per key: the first found is the cause
+            first.setdefault(problem.path, problem)
+        ordered = sorted(first.values(), key=lambda p: p.line)
         raise ConfigError([p.render(filename) for p in ordered])
     return config
 

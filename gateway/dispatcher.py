@@ -41,10 +41,26 @@ def new_owner() -> str:
 
 
 def dead_predecessor(owner: str, me: str) -> bool:
-    """A lease held under our own host and pid, but another token, belongs to a dead process."""
+    """Whether a lease's holder is a process on this host that is gone.
+
+    Our own pid under another token (a container restarted as pid 1) or a pid that no longer
+    runs; anything else waits for the lease to run out.
+    """
     host, pid, _ = ([*owner.split(":"), "", "", ""])[:3]
     my_host, my_pid, _ = me.split(":")
-    return owner != me and host == my_host and pid == my_pid
+    if owner == me or host != my_host or not pid.isdigit():
+        return False
+    return pid == my_pid or not _running(int(pid))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Dispatcher:

@@ -1,4 +1,4 @@
-"""Fixtures: a real fake upstream, configurations parsed from YAML, the gateway app on a temp store."""
+"""Fixtures: a real fake upstream, configurations parsed from YAML, the app on a temp store."""
 
 from __future__ import annotations
 

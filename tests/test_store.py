@@ -1,0 +1,192 @@
+"""The Store contract: every implementation (memory, SQLite, later PostgreSQL) passes this suite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.jobs import Answer, Failure, Job, NewJob, Status
+from gateway.store import CHUNK, Part, Store
+from gateway.store.memory import MemoryStore
+from gateway.store.sqlite import SQLiteStore
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    opened: Store = (
+        MemoryStore() if request.param == "memory" else SQLiteStore(str(tmp_path / "store.db"))
+    )
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+def new(job_id: str, upstream: str = "up", method: str = "POST", at: float = T0) -> NewJob:
+    return NewJob(
+        id=job_id,
+        route="/r",
+        upstream=upstream,
+        method=method,
+        target=f"/r/{job_id}?q=1",
+        headers=(("Authorization", "Bearer x"), ("X-A", "1"), ("X-A", "2")),
+        created_at=at,
+        retry_on_interrupt=method == "GET",
+        binding="b1",
+    )
+
+
+async def pieces(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def body(store: Store, job_id: str, part: Part) -> bytes:
+    return b"".join([chunk async for chunk in store.body(job_id, part)])
+
+
+async def accepted(store: Store, job_id: str, data: bytes = b"payload", **kw: object) -> Job:
+    return await store.accept(new(job_id, **kw), pieces(data))  # type: ignore[arg-type]
+
+
+async def test_accept_stores_request_and_queues(store: Store) -> None:
+    job = await accepted(store, "a")
+    assert job.status == Status.QUEUED
+    got = await store.get("a", T0)
+    assert got is not None
+    assert (got.method, got.target, got.binding) == ("POST", "/r/a?q=1", "b1")
+    assert got.request_headers == (("Authorization", "Bearer x"), ("X-A", "1"), ("X-A", "2"))
+    assert got.request_size == 7
+    assert await body(store, "a", Part.REQUEST) == b"payload"
+    assert await store.queued() == 1
+
+
+async def test_accept_takes_many_pieces(store: Store) -> None:
+    parts = [bytes([i]) * CHUNK for i in range(3)] + [b"tail"]
+    job = await store.accept(new("big"), pieces(*parts))
+    assert job.request_size == 3 * CHUNK + 4
+    assert await body(store, "big", Part.REQUEST) == b"".join(parts)
+
+
+async def test_an_upload_that_breaks_leaves_no_job(store: Store) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"x" * CHUNK
+        yield b"y" * CHUNK
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await store.accept(new("gone"), broken())
+    assert await store.get("gone", T0) is None
+    assert await store.queued() == 0
+
+
+async def test_unknown_job_is_none(store: Store) -> None:
+    assert await store.get("nope", T0) is None
+
+
+async def test_claim_takes_oldest_due_job_once(store: Store) -> None:
+    for name in ("first", "second"):
+        await accepted(store, name)
+    await accepted(store, "other", upstream="elsewhere")
+    one = await store.claim("up", "w1", T0, T0 + 15)
+    two = await store.claim("up", "w2", T0, T0 + 15)
+    assert one is not None and two is not None
+    assert (one.id, one.status, one.attempts) == ("first", Status.RUNNING, 1)
+    assert two.id == "second"
+    assert await store.claim("up", "w3", T0, T0 + 15) is None
+    assert await store.queued() == 1
+
+
+async def test_complete_stores_answer_and_drops_request(store: Store) -> None:
+    await accepted(store, "a")
+    await store.claim("up", "w1", T0, T0 + 15)
+    answer = Answer(201, "Created", (("X-B", "1"), ("X-B", "2")))
+    done = await store.complete("a", "w1", answer, pieces(b"ans", b"wer"), T0 + 1, T0 + 100)
+    assert done
+    job = await store.get("a", T0 + 2)
+    assert job is not None and job.status == Status.COMPLETED
+    assert job.answer == Answer(201, "Created", (("X-B", "1"), ("X-B", "2")), size=6)
+    assert job.request_headers is None
+    assert await body(store, "a", Part.ANSWER) == b"answer"
+    assert await body(store, "a", Part.REQUEST) == b""
+    assert job.finished_at == T0 + 1
+
+
+async def test_only_the_lease_holder_ends_a_job(store: Store) -> None:
+    await accepted(store, "a")
+    await store.claim("up", "w1", T0, T0 + 15)
+    answer = Answer(200, "OK", ())
+    assert not await store.complete("a", "intruder", answer, pieces(b"x"), T0, T0 + 9)
+    assert not await store.fail("a", "intruder", Failure("reset", "x", True), T0, T0 + 9)
+    assert not await store.requeue("a", "intruder", T0)
+    job = await store.get("a", T0)
+    assert job is not None and job.status == Status.RUNNING
+    assert await body(store, "a", Part.ANSWER) == b""
+
+
+async def test_a_job_ends_once(store: Store) -> None:
+    await accepted(store, "a")
+    await store.claim("up", "w1", T0, T0 + 15)
+    assert await store.fail("a", "w1", Failure("refused", "no", False), T0, T0 + 9)
+    assert not await store.complete("a", "w1", Answer(200, "OK", ()), pieces(b""), T0, T0 + 9)
+    job = await store.get("a", T0)
+    assert job is not None and job.status == Status.FAILED
+    assert job.failure == Failure("refused", "no", False)
+    assert job.request_headers is not None  # a failed job keeps its request as a dead letter
+    assert await body(store, "a", Part.REQUEST) == b"payload"
+
+
+async def test_requeue_waits_until_due(store: Store) -> None:
+    await accepted(store, "a")
+    await store.claim("up", "w1", T0, T0 + 15)
+    assert await store.requeue("a", "w1", T0 + 10)
+    assert await store.claim("up", "w1", T0 + 5, T0 + 20) is None
+    again = await store.claim("up", "w1", T0 + 10, T0 + 25)
+    assert again is not None and again.attempts == 2
+
+
+async def test_leases_are_renewed_and_stolen_by_compare_and_set(store: Store) -> None:
+    await accepted(store, "a")
+    await store.claim("up", "w1", T0, T0 + 15)
+    [seen] = await store.running()
+    assert (seen.owner, seen.lease_until) == ("w1", T0 + 15)
+    await store.renew("w1", T0 + 30)
+    assert not await store.steal(seen, "w2", T0 + 60)  # the holder renewed since it was seen
+    [renewed] = await store.running()
+    assert await store.steal(renewed, "w2", T0 + 60)
+    assert not await store.steal(renewed, "w3", T0 + 60)
+    assert await store.requeue("a", "w2", T0)
+    assert await store.running() == []
+
+
+async def test_finished_jobs_expire_and_are_purged(store: Store) -> None:
+    await accepted(store, "a")
+    await accepted(store, "b")
+    await store.claim("up", "w1", T0, T0 + 15)
+    await store.complete("a", "w1", Answer(200, "OK", ()), pieces(b"x"), T0, T0 + 100)
+    assert await store.get("a", T0 + 99) is not None
+    assert await store.get("a", T0 + 100) is None
+    assert await store.purge(T0 + 100, T0) == 1
+    assert await body(store, "a", Part.ANSWER) == b""
+    assert await store.get("b", T0 + 100) is not None  # pending jobs never expire
+
+
+async def test_key_is_stable(store: Store) -> None:
+    key = await store.key()
+    assert len(key) >= 32 and await store.key() == key
+
+
+async def test_sqlite_key_survives_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "k.db")
+    first = SQLiteStore(path)
+    await first.open()
+    key = await first.key()
+    await first.close()
+    second = SQLiteStore(path)
+    await second.open()
+    assert await second.key() == key
+    assert await second.queued() == 0
+    await second.close()
