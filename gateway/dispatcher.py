@@ -160,10 +160,17 @@ class Dispatcher:
         except asyncio.CancelledError:
             await self._interrupted(job)
             raise
+        except StorageError as e:
+            # Nothing can be recorded now; the lease lapses and recovery settles the job.
+            log.error(
+                "job not recorded",
+                extra={"event": "job_unrecorded", "job_id": job.id, "error": str(e)},
+            )
         except Exception as e:
             log.exception("job crashed", extra={"event": "job_crashed", "job_id": job.id})
             failure = Failure("internal", f"the gateway failed: {type(e).__name__}", sent=True)
-            await self._end(job, Fail(failure))
+            with contextlib.suppress(StorageError):
+                await self._end(job, Fail(failure))
 
     async def _try(self, upstream: Upstream, job: Job) -> None:
         headers = [*(job.request_headers or ()), (JOB_ID, job.id)]
@@ -244,7 +251,7 @@ class Dispatcher:
         while True:
             now = self._clock()
             try:
-                await self._store.renew(self.owner, now + self._lease)
+                await self._store.renew(self.owner, list(self._calls), now + self._lease)
                 await self.recover(now)
                 if now - last_purge >= PURGE_EVERY:
                     await self._store.purge(now, now - STALE_UPLOAD)
@@ -260,9 +267,9 @@ class Dispatcher:
         settled = 0
         for job in await self._store.running():
             holder, lease_until = job.owner or "", job.lease_until or 0.0
-            if holder == self.owner or not (
-                lease_until < now or dead_predecessor(holder, self.owner)
-            ):
+            if job.id in self._calls:  # ours, and its call is still going on
+                continue
+            if not (lease_until < now or dead_predecessor(holder, self.owner)):
                 continue
             if await self._store.steal(job, self.owner, now + self._lease):
                 log.warning(

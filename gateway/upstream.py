@@ -40,13 +40,19 @@ class Reply:
 
 def new_session() -> aiohttp.ClientSession:
     """One pooled session for every upstream; concurrency is bounded by the dispatcher."""
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=_NO_AUTO_HEADERS,
         trust_env=False,
     )
+    # aiohttp silently sends an idempotent request a second time when the connection drops; the
+    # gateway counts and bounds tries itself (`retry.attempts`), so that hidden try must not run.
+    # There is no public switch: the attribute is what aiohttp's own test client sets.
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+    return session
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ BINARY = bytes(range(256)) * 64 + b"\x00\r\n\xff"
 GZIPPED = gzip.compress(b"compressed once by the upstream " * 100, mtime=0)
 
 
-_NAMES = frozenset({"binary", "status", "redirect", "gzip", "big", "reset"})
+_NAMES = frozenset({"binary", "status", "redirect", "gzip", "big", "reset", "flaky"})
 
 
 @dataclass
@@ -64,34 +64,48 @@ class FakeUpstream:
     async def _answer(self, request: web.Request, body: bytes) -> web.StreamResponse:
         segments = request.path.strip("/").split("/")
         name = next((s for s in segments if s in _NAMES), "echo")
-        query = request.query
-        if "hold" in query:  # wait until the test opens the gate
+        if "hold" in request.query:  # wait until the test opens the gate
             await self.gate.wait()
-        if "sleep" in query:
-            await asyncio.sleep(float(query["sleep"]))
-        if name == "binary":
-            response = web.Response(status=201, body=BINARY, content_type="application/x-thing")
-            response.headers.add("X-Custom", "one")
-            response.headers.add("Set-Cookie", "a=1; Path=/")
-            response.headers.add("Set-Cookie", "b=2; Path=/")
-            response.headers.add("X-Custom", "two")
-            return response
-        if name == "status":
-            code = int(segments[segments.index("status") + 1])
-            extra = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
-            return web.Response(status=code, text=f"status {code}", headers=extra)
-        if name == "redirect":
-            return web.Response(status=302, headers={"Location": "/elsewhere"})
-        if name == "gzip":
-            return web.Response(
-                body=GZIPPED, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"}
-            )
-        if name == "big":
-            return await self._stream(request, int(query.get("bytes", "0")))
-        if name == "reset":
-            assert request.transport is not None
-            request.transport.abort()
-            return web.Response()
+        if "sleep" in request.query:
+            await asyncio.sleep(float(request.query["sleep"]))
+        answer = getattr(self, f"_{name}")
+        return await answer(request, segments, body)  # type: ignore[no-any-return]
+
+    async def _binary(self, request: web.Request, *_: object) -> web.StreamResponse:
+        response = web.Response(status=201, body=BINARY, content_type="application/x-thing")
+        response.headers.add("X-Custom", "one")
+        response.headers.add("Set-Cookie", "a=1; Path=/")
+        response.headers.add("Set-Cookie", "b=2; Path=/")
+        response.headers.add("X-Custom", "two")
+        return response
+
+    async def _status(self, request: web.Request, segments: list[str], _: bytes) -> web.Response:
+        code = int(segments[segments.index("status") + 1])
+        return web.Response(status=code, text=f"status {code}")
+
+    async def _flaky(self, request: web.Request, *_: object) -> web.Response:
+        """503 with Retry-After for the first `fail` calls of a path, then 200."""
+        earlier = sum(1 for s in self.seen if s.path_qs == request.path_qs) - 1
+        if earlier < int(request.query["fail"]):
+            return web.Response(status=503, text="busy", headers={"Retry-After": "1"})
+        return web.Response(text=f"ok after {earlier}")
+
+    async def _redirect(self, *_: object) -> web.Response:
+        return web.Response(status=302, headers={"Location": "/elsewhere"})
+
+    async def _gzip(self, *_: object) -> web.Response:
+        headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain"}
+        return web.Response(body=GZIPPED, headers=headers)
+
+    async def _big(self, request: web.Request, *_: object) -> web.StreamResponse:
+        return await self._stream(request, int(request.query.get("bytes", "0")))
+
+    async def _reset(self, request: web.Request, *_: object) -> web.Response:
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response()
+
+    async def _echo(self, request: web.Request, _: list[str], body: bytes) -> web.Response:
         echo = {
             "method": request.method,
             "path_qs": request.path_qs,

@@ -153,7 +153,7 @@ async def test_leases_are_renewed_and_stolen_by_compare_and_set(store: Store) ->
     await store.claim("up", "w1", T0, T0 + 15)
     [seen] = await store.running()
     assert (seen.owner, seen.lease_until) == ("w1", T0 + 15)
-    await store.renew("w1", T0 + 30)
+    await store.renew("w1", ["a"], T0 + 30)
     assert not await store.steal(seen, "w2", T0 + 60)  # the holder renewed since it was seen
     [renewed] = await store.running()
     assert await store.steal(renewed, "w2", T0 + 60)

@@ -6,7 +6,7 @@ only by the lease holder), so several workers or processes can share one store s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from enum import IntEnum
 from typing import Protocol
 
@@ -62,8 +62,8 @@ class Store(Protocol):
     async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
         """running → queued, due again at `not_before`."""
 
-    async def renew(self, owner: str, lease_until: float) -> None:
-        """Extend the lease on every job `owner` runs."""
+    async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:
+        """Extend `owner`'s lease on these jobs (those it is really running)."""
 
     async def running(self) -> list[Job]:
         """Every running job, with its lease holder and the lease's end."""

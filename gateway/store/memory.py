@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 from gateway.jobs import FINAL, Answer, Failure, Job, NewJob, Status
 from gateway.store import Part
@@ -135,9 +135,10 @@ class MemoryStore:
         row.owner, row.not_before = None, not_before
         return True
 
-    async def renew(self, owner: str, lease_until: float) -> None:
-        for row in self._rows.values():
-            if row.owner == owner and row.job.status == Status.RUNNING:
+    async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:
+        for job_id in job_ids:
+            row = self._held(job_id, owner)
+            if row is not None:
                 row.lease_until = lease_until
 
     async def running(self) -> list[Job]:

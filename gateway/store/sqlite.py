@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import aiosqlite
@@ -251,13 +251,15 @@ class SQLiteStore:
             )
         )
 
-    async def renew(self, owner: str, lease_until: float) -> None:
-        await self._writer.run(
-            lambda c: c.execute(
-                "UPDATE jobs SET lease_until = ? WHERE owner = ? AND status = 'running'",
-                (lease_until, owner),
+    async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "UPDATE jobs SET lease_until = ? WHERE id = ? AND owner = ? AND status = 'running'",
+                [(lease_until, job_id, owner) for job_id in job_ids],
             )
-        )
+
+        if job_ids:
+            await self._writer.run(op)
 
     async def steal(self, job: Job, owner: str, lease_until: float) -> bool:
         return await self._writer.run(

@@ -1,0 +1,89 @@
+"""Retries, backpressure and retention, in process against the real fake upstream."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.conftest import settled, wait_for
+from tests.fakes import FakeUpstream
+
+
+async def test_idempotent_job_retries_503_honouring_retry_after(
+    gateway: Any, upstream: FakeUpstream
+) -> None:
+    started = time.monotonic()
+    location = (await gateway.get("/async/flaky?fail=1")).headers["Location"]
+    done = await settled(gateway, location)
+    assert done.status == 200 and await done.text() == "ok after 1"
+    assert time.monotonic() - started >= 1.0  # Retry-After: 1 beat the 10ms backoff
+    view = await gateway.get("/" + location.split("/", 3)[3] + "/status")
+    assert (await view.json())["attempts"] == 2
+
+
+async def test_tries_run_out_on_an_answer_and_the_job_completes_with_it(
+    gateway_for: Any, make_config: Any, upstream: FakeUpstream
+) -> None:
+    client = await gateway_for(make_config(upstream={"retry": "{attempts: 2, backoff: 10ms}"}))
+    location = (await client.get("/async/status/502")).headers["Location"]
+    done = await settled(client, location)
+    assert done.status == 502 and done.headers["X-Gateway-Job-Status"] == "completed"
+    assert await done.text() == "status 502"
+    assert len(upstream.seen) == 2
+
+
+async def test_post_answered_503_is_not_sent_again(gateway: Any, upstream: FakeUpstream) -> None:
+    location = (await gateway.post("/async/flaky?fail=5", data=b"once")).headers["Location"]
+    done = await settled(gateway, location)
+    assert done.status == 503 and done.headers["X-Gateway-Job-Status"] == "completed"
+    assert len(upstream.seen) == 1
+
+
+async def test_post_reset_after_sending_fails_without_a_second_try(
+    gateway: Any, upstream: FakeUpstream
+) -> None:
+    location = (await gateway.post("/async/reset", data=b"x")).headers["Location"]
+    done = await settled(gateway, location)
+    assert done.status == 502
+    assert (await done.json())["cause"] == "reset"
+    assert len(upstream.seen) == 1
+
+
+async def test_get_reset_is_tried_again(gateway: Any, upstream: FakeUpstream) -> None:
+    location = (await gateway.get("/async/reset")).headers["Location"]
+    done = await settled(gateway, location)
+    assert done.status == 502 and (await done.json())["attempts"] == 3
+    assert len(upstream.seen) == 3
+
+
+async def test_max_queued_answers_503_with_retry_after(
+    gateway_for: Any, make_config: Any, upstream: FakeUpstream
+) -> None:
+    upstream.gate.clear()
+    client = await gateway_for(
+        make_config(upstream={"max_in_flight": "1"}, extra="jobs: {max_queued: 2}")
+    )
+    first = await client.post("/async/a?hold=1")
+    await wait_for(lambda: len(upstream.seen) == 1)  # running: not counted as waiting
+    assert first.status == 202
+    for _ in range(2):
+        assert (await client.post("/async/b?hold=1")).status == 202
+    refused = await client.post("/async/c?hold=1")
+    assert refused.status == 503
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    upstream.gate.set()
+    await settled(client, first.headers["Location"])
+
+
+async def test_finished_jobs_expire_after_retention(gateway_for: Any, make_config: Any) -> None:
+    client = await gateway_for(make_config(extra="jobs: {retention: 300ms}"))
+    location = (await client.get("/async/x")).headers["Location"]
+    done = await settled(client, location)
+    assert done.status == 200
+    path = "/" + location.split("/", 3)[3]
+
+    async def gone() -> bool:
+        return (await client.get(path)).status == 404
+
+    await wait_for(gone, timeout=5)
