@@ -38,12 +38,13 @@ def config_text(
     extra: str = "",
     upstream: dict[str, str] | None = None,
     routes: str = ROUTES,
+    server: str = "{max_body: 1MB}",
 ) -> str:
     """A whole configuration file; `upstream` keys replace the test defaults."""
     keys = {"url": upstream_url, **UPSTREAM, **(upstream or {})}
     block = "".join(f"    {k}: {v}\n" for k, v in keys.items())
     return f"""
-server: {{max_body: 1MB}}
+server: {server}
 storage: {{path: {db}}}
 upstreams:
   legacy:

@@ -84,8 +84,10 @@ class SQLiteStore:
     async def open(self) -> None:
         try:
             await self._writer.start()
-            self._reader = await aiosqlite.connect(self.path)
-            await self._reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # Autocommit: a read never leaves a transaction open that would pin an old snapshot.
+            self._reader = await aiosqlite.connect(
+                self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+            )
         except (sqlite3.Error, OSError) as e:
             await self.close()
             raise StorageError(f"cannot open {self.path}: {e}") from e
@@ -160,20 +162,20 @@ class SQLiteStore:
             n += 1
 
     async def _read_one(self, sql: str, args: tuple[Any, ...]) -> Any:
-        if self._reader is None:
-            raise StorageError("storage is not open")
-        try:
-            async with self._reader.execute(sql, args) as cursor:
-                return await cursor.fetchone()
-        except sqlite3.Error as e:
-            raise StorageError(f"read failed: {e}") from e
+        rows = await self._read_all(sql, args)
+        return rows[0] if rows else None
 
     async def _read_all(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        """One query run to its end in one step on the reader's thread.
+
+        Handlers share the reader connection; a statement left open between steps would hold
+        a read transaction, and another handler's query inside it would see an old snapshot
+        (a job just committed would look missing).
+        """
         if self._reader is None:
             raise StorageError("storage is not open")
         try:
-            async with self._reader.execute(sql, args) as cursor:
-                return list(await cursor.fetchall())
+            return list(await self._reader.execute_fetchall(sql, args))
         except sqlite3.Error as e:
             raise StorageError(f"read failed: {e}") from e
 

@@ -1,0 +1,188 @@
+"""Nothing lost, nothing stuck: real processes, kill -9, SIGTERM, two processes, a storage fault."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import signal
+import sqlite3
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import config_text, wait_for
+from tests.fakes import FakeUpstream, header_values
+from tests.processes import GatewayProcess
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def config_file(tmp_path: Path, fake: FakeUpstream, **kwargs: Any) -> list[str]:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config_text(fake.url, str(tmp_path / "gateway.db"), **kwargs))
+    return ["serve", "--config", str(path)]
+
+
+async def final(http: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> Any:
+    async def done() -> Any:
+        async with http.get(url) as response:
+            body = await response.read()
+            if response.headers["X-Gateway-Job-Status"] in ("queued", "running"):
+                return None
+            return response.status, response.headers["X-Gateway-Job-Status"], body
+
+    return await wait_for(done, timeout)
+
+
+def job_ids_seen(upstream: FakeUpstream) -> Counter[str]:
+    return Counter(v for s in upstream.seen for v in header_values(s.headers, "X-Gateway-Job-Id"))
+
+
+async def test_kill_9_mid_load_loses_no_accepted_job(
+    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    args = config_file(tmp_path, upstream, upstream={"max_in_flight": "4"})
+    first = await GatewayProcess(args, tmp_path / "log").start()
+    accepted: dict[str, str] = {}  # job id → method
+
+    async def send(i: int) -> None:
+        method = "GET" if i % 2 else "POST"
+        try:
+            async with http.request(method, f"{first.url}/async/n{i}?sleep=0.05") as response:
+                if response.status == 202:
+                    accepted[(await response.json())["id"]] = method
+        except aiohttp.ClientError:
+            pass  # cut off by the kill: never acknowledged, so nothing was promised
+
+    sending = asyncio.gather(*(send(i) for i in range(100)))
+    await wait_for(lambda: len(upstream.seen) >= 10)
+    first.kill()
+    await sending
+    assert len(accepted) >= 5  # some 202s were still on the wire when the process died
+    second = await GatewayProcess(args, tmp_path / "log").start()
+    try:
+        for job_id, method in accepted.items():
+            status, state, body = await final(http, f"{second.url}/_gateway/jobs/{job_id}")
+            if state == "failed":  # only a POST cut off mid-call may end so
+                assert method == "POST" and json.loads(body)["cause"] == "interrupted"
+            else:
+                assert (status, state) == (200, "completed")
+        seen = job_ids_seen(upstream)
+        assert set(accepted) <= set(seen)  # every accepted job reached the upstream
+        assert all(seen[i] == 1 for i, m in accepted.items() if m == "POST")  # never twice
+    finally:
+        second.kill()
+
+
+async def test_sigterm_drains_then_settles_calls_by_on_interrupt(
+    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    args = config_file(tmp_path, upstream, server="{shutdown_grace: 1s}")
+    upstream.gate.clear()
+    gateway = await GatewayProcess(args, tmp_path / "log").start()
+    urls = {}
+    for method in ("GET", "POST"):
+        async with http.request(method, f"{gateway.url}/async/held?hold=1") as response:
+            urls[method] = response.headers["Location"]
+    await wait_for(lambda: len(upstream.seen) == 2)
+    gateway.signal(signal.SIGTERM)
+
+    async def draining() -> bool:
+        async with http.get(gateway.url + "/_gateway/readyz") as response:
+            return response.status == 503
+
+    await wait_for(draining)
+    async with http.post(gateway.url + "/async/new") as response:
+        assert response.status == 503 and int(response.headers["Retry-After"]) >= 1
+    async with http.get(urls["GET"]) as response:
+        assert response.status == 202  # status URLs keep answering while draining
+    assert await gateway.wait_exit() == 0
+    upstream.gate.set()
+    restarted = await GatewayProcess(args, tmp_path / "log", port=gateway.port).start()
+    try:
+        status, state, _ = await final(http, urls["GET"])
+        assert (status, state) == (200, "completed")
+        status, state, body = await final(http, urls["POST"])
+        assert (status, state) == (502, "failed")
+        assert json.loads(body)["cause"] == "interrupted"
+        assert len(upstream.seen) == 3  # the GET was sent again, the POST was not
+    finally:
+        restarted.kill()
+
+
+async def test_two_processes_share_one_store_and_never_run_a_job_twice(
+    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    args = config_file(tmp_path, upstream)
+    a = await GatewayProcess(args, tmp_path / "a.log").start()
+    b = await GatewayProcess(args, tmp_path / "b.log").start()
+    try:
+
+        async def send(i: int) -> str:
+            base = (a, b)[i % 2].url
+            async with http.post(f"{base}/async/n{i}", data=b"x") as response:
+                assert response.status == 202, await response.text()
+                return str(response.headers["Location"])
+
+        locations = await asyncio.gather(*(send(i) for i in range(60)))
+        for location in locations:
+            assert (await final(http, location))[1] == "completed"
+        seen = job_ids_seen(upstream)
+        assert len(seen) == 60 and set(seen.values()) == {1}
+
+        # A job held by a process that dies is taken over by the other.
+        upstream.gate.clear()
+        async with http.get(f"{a.url}/async/held?hold=1") as response:
+            location = response.headers["Location"]
+        await wait_for(lambda: len(upstream.seen) == 61)
+        with sqlite3.connect(tmp_path / "gateway.db") as db:
+            (owner,) = db.execute("SELECT owner FROM jobs WHERE status = 'running'").fetchone()
+        holder, other = (a, b) if owner.split(":")[1] == str(a.proc.pid) else (b, a)  # type: ignore[union-attr]
+        holder.kill()
+        upstream.gate.set()
+        status, state, _ = await final(http, location.replace(a.url, other.url), timeout=40)
+        assert (status, state) == (200, "completed")
+    finally:
+        a.kill()
+        b.kill()
+
+
+async def test_storage_fault_gives_503_never_202_and_recovers(
+    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    gateway = await GatewayProcess(config_file(tmp_path, upstream), tmp_path / "log").start()
+    assert gateway.proc is not None
+    try:
+        async with http.post(gateway.url + "/async/before", data=b"x") as response:
+            assert response.status == 202
+            before = response.headers["Location"]
+        assert (await final(http, before))[1] == "completed"
+        # A real fault: the process may no longer grow any file (EFBIG, as on a full disk).
+        soft, hard = resource.prlimit(gateway.proc.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(gateway.proc.pid, resource.RLIMIT_FSIZE, (1, hard))
+        for _ in range(5):
+            async with http.post(gateway.url + "/async/during", data=b"y" * 5000) as response:
+                assert response.status == 503
+                assert int(response.headers["Retry-After"]) >= 1
+                assert response.headers["Content-Type"] == "application/problem+json"
+        async with http.get(before) as response:
+            assert response.status == 200  # reads still answer
+        resource.prlimit(gateway.proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+        async with http.post(gateway.url + "/async/after", data=b"z") as response:
+            assert response.status == 202
+            after = response.headers["Location"]
+        assert (await final(http, after))[1] == "completed"
+    finally:
+        gateway.kill()
+    assert all(b"during" not in s.path_qs.encode() for s in upstream.seen)
+    assert os.path.exists(tmp_path / "gateway.db")
