@@ -31,8 +31,7 @@ from gateway.upstream import UpstreamFailed, exchange
 log = logging.getLogger("gateway.dispatcher")
 LEASE = 15.0  # a running job's lease; renewed every LEASE / 3 while its call goes on
 POLL = 1.0  # how often an idle lane looks for work queued by other processes
-PURGE_EVERY = 60.0
-STALE_UPLOAD = 3600.0
+STALE_UPLOAD = 3600.0  # an upload unfinished this long is abandoned
 
 
 def new_owner() -> str:
@@ -247,20 +246,30 @@ class Dispatcher:
     # -- leases, recovery, retention ----------------------------------------------
 
     async def _housekeeping(self) -> None:
-        last_purge = 0.0
+        """Renew leases, settle dead processes' jobs, and sweep expired jobs, on one tick."""
+        sweep_every = min(60.0, max(1.0, self._config.jobs.retention / 4))
+        tick = min(self._lease / 3, sweep_every)
         while True:
             now = self._clock()
             try:
                 await self._store.renew(self.owner, list(self._calls), now + self._lease)
                 await self.recover(now)
-                if now - last_purge >= PURGE_EVERY:
-                    await self._store.purge(now, now - STALE_UPLOAD)
-                    last_purge = now
+                await self.sweep(now)
             except StorageError as e:
                 log.error(
                     "housekeeping failed", extra={"event": "housekeeping_failed", "error": str(e)}
                 )
-            await asyncio.sleep(self._lease / 3)
+            await asyncio.sleep(tick)
+
+    async def sweep(self, now: float) -> int:
+        """Delete expired jobs in small batches, each its own transaction, found by index."""
+        total = 0
+        while (deleted := await self._store.purge(now, now - STALE_UPLOAD)) > 0:
+            total += deleted
+            await asyncio.sleep(0)  # let accepts and claims in between batches
+        if total:
+            log.info("swept", extra={"event": "swept", "jobs": total})
+        return total
 
     async def recover(self, now: float) -> int:
         """Settle running jobs whose process died: retried or failed per `on_interrupt`."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway.jobs import NewJob, new_id
+from gateway.store.sqlite import SQLiteStore
 from tests.conftest import settled, wait_for
 from tests.fakes import FakeUpstream
 
@@ -76,8 +80,9 @@ async def test_max_queued_answers_503_with_retry_after(
     await settled(client, first.headers["Location"])
 
 
-async def test_finished_jobs_expire_after_retention(gateway_for: Any, make_config: Any) -> None:
-    client = await gateway_for(make_config(extra="jobs: {retention: 300ms}"))
+async def test_finished_jobs_expire_and_are_swept(gateway_for: Any, make_config: Any) -> None:
+    config = make_config(extra="jobs: {retention: 300ms}")
+    client = await gateway_for(config)
     location = (await client.get("/async/x")).headers["Location"]
     done = await settled(client, location)
     assert done.status == 200
@@ -87,3 +92,44 @@ async def test_finished_jobs_expire_after_retention(gateway_for: Any, make_confi
         return (await client.get(path)).status == 404
 
     await wait_for(gone, timeout=5)
+
+    def swept() -> bool:
+        with sqlite3.connect(config.storage.path) as db:
+            return db.execute("SELECT count(*) FROM jobs").fetchone() == (0,) and db.execute(
+                "SELECT count(*) FROM bodies"
+            ).fetchone() == (0,)
+
+    await wait_for(swept, timeout=5)
+
+
+async def test_a_lapsed_lease_of_another_host_is_taken_over(
+    gateway_for: Any, make_config: Any, upstream: FakeUpstream
+) -> None:
+    config = make_config(extra="jobs: {bind_headers: []}")
+    store = SQLiteStore(config.storage.path)
+    await store.open()
+    job = NewJob(
+        id=new_id(),
+        route="/async",
+        upstream="legacy",
+        method="GET",
+        target="/async/lost",
+        headers=(),
+        created_at=time.time(),
+        retry_on_interrupt=True,
+    )
+    await store.accept(job, _empty())
+    now = time.time()
+    assert await store.claim("legacy", "elsewhere:1:dead", now - 60, now - 30)  # lapsed
+    await store.close()
+    client = await gateway_for(config)
+    done = await settled(client, f"http://x/_gateway/jobs/{job.id}")
+    assert done.status == 200
+    assert [s.path_qs for s in upstream.seen] == ["/async/lost"]
+    view = await (await client.get(f"/_gateway/jobs/{job.id}/status")).json()
+    assert view["attempts"] == 2
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""

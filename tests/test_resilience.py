@@ -84,8 +84,9 @@ async def test_kill_9_mid_load_loses_no_accepted_job(
         second.kill()
 
 
-async def test_sigterm_drains_then_settles_calls_by_on_interrupt(
-    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_drains_then_settles_calls_by_on_interrupt(
+    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession, sig: int
 ) -> None:
     args = config_file(tmp_path, upstream, server="{shutdown_grace: 1s}")
     upstream.gate.clear()
@@ -95,7 +96,7 @@ async def test_sigterm_drains_then_settles_calls_by_on_interrupt(
         async with http.request(method, f"{gateway.url}/async/held?hold=1") as response:
             urls[method] = response.headers["Location"]
     await wait_for(lambda: len(upstream.seen) == 2)
-    gateway.signal(signal.SIGTERM)
+    gateway.signal(sig)
 
     async def draining() -> bool:
         async with http.get(gateway.url + "/_gateway/readyz") as response:
