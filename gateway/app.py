@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from gateway import handlers
+from gateway import handlers, status
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
 from gateway.handlers import RUNTIME, Runtime
@@ -30,8 +30,9 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     prefix = config.jobs.prefix
     app.router.add_get("/_gateway/healthz", handlers.healthz)
     app.router.add_get("/_gateway/readyz", handlers.readyz)
-    app.router.add_get(prefix + "/{id}", handlers.status)  # HEAD comes with GET
-    app.router.add_get(prefix + "/{id}/status", handlers.status_view)
+    app.router.add_get(prefix + "/{id}", status.status)  # HEAD comes with GET
+    app.router.add_delete(prefix + "/{id}", status.delete)
+    app.router.add_get(prefix + "/{id}/status", status.status_view)
     app.router.add_route("*", "/{tail:.*}", handlers.route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

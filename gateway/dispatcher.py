@@ -22,6 +22,7 @@ import aiohttp
 
 from gateway import jobs
 from gateway.config import Config, Retry, Upstream
+from gateway.endings import Endings, until
 from gateway.errors import StorageError
 from gateway.headers import JOB_ID
 from gateway.jobs import Again, Complete, Fail, Failure, Job
@@ -82,6 +83,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._calls: dict[str, asyncio.Task[Any]] = {}
         self._claiming = True
+        self.endings = Endings()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -93,6 +95,13 @@ class Dispatcher:
     def notify(self, upstream: str) -> None:
         """A job for `upstream` was just stored."""
         self._wake[upstream].set()
+
+    def abort(self, job_id: str) -> None:
+        """Cut off the call of a job canceled by a client, if this process is making it."""
+        task = self._calls.get(job_id)
+        if task is not None:
+            task.cancel()
+        self.endings.ended(job_id)
 
     @property
     def in_flight(self) -> int:
@@ -133,7 +142,7 @@ class Dispatcher:
             job = await self._claim(upstream) if self._claiming else None
             if job is None:
                 slots.release()
-                await _wait(wake, POLL)
+                await until(wake, POLL)
                 continue
             task = self._spawn(self._run(upstream, job), f"job:{job.id}")
             self._calls[job.id] = task
@@ -188,6 +197,7 @@ class Dispatcher:
                     await self._store.complete(
                         job.id, self.owner, reply.answer, reply.body, done, self._expiry(done)
                     )
+                    self.endings.ended(job.id)
                     self._log_end(job, "completed", started, status=reply.answer.status)
                     return
         except UpstreamFailed as e:
@@ -211,6 +221,7 @@ class Dispatcher:
             )
         elif isinstance(decision, Fail):
             await self._store.fail(job.id, self.owner, decision.failure, now, self._expiry(now))
+            self.endings.ended(job.id)
             self._log_end(job, "failed", now, failure=decision.failure.kind)
 
     async def _interrupted(self, job: Job) -> None:
@@ -288,10 +299,3 @@ class Dispatcher:
                 await self._interrupted(job)
                 settled += 1
         return settled
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    # Not wait_for: on Python 3.11 it can swallow a cancel that lands as the event fires.
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            await event.wait()

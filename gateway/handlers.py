@@ -20,6 +20,7 @@ from gateway import headers as h
 from gateway import jobs, responses
 from gateway.config import Config, Route, Upstream
 from gateway.dispatcher import Dispatcher
+from gateway.endings import until
 from gateway.errors import BodyTooLarge, StorageError
 from gateway.jobs import NewJob, Status
 from gateway.store import CHUNK, Part, Store
@@ -114,22 +115,56 @@ async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.Strea
         retry_on_interrupt=jobs.retries_on_interrupt(matched.on_interrupt, request.method),
         binding=binding(rt, raw),
     )
-    try:
-        if await rt.store.queued() >= config.jobs.max_queued:
+    wait, applied = h.hold(matched.wait, matched.max_wait, h.preferences(raw))
+    extra = {"Vary": "Prefer", **({"Preference-Applied": applied} if applied else {})}
+    async with rt.dispatcher.endings.watch(new.id) as ended:
+        try:
+            if await rt.store.queued() >= config.jobs.max_queued:
+                return responses.problem(
+                    503, "Queue Full", "too many jobs are waiting", headers=retry_later
+                )
+            job = await rt.store.accept(new, _pieces(request, config.server.max_body))
+        except BodyTooLarge:
+            return _too_large(config.server.max_body)
+        except StorageError as e:
+            log.error("cannot store request", extra={"event": "accept_failed", "error": str(e)})
             return responses.problem(
-                503, "Queue Full", "too many jobs are waiting", headers=retry_later
+                503, "Storage Unavailable", "the request could not be stored", headers=retry_later
             )
-        job = await rt.store.accept(new, _pieces(request, config.server.max_body))
-    except BodyTooLarge:
-        return _too_large(config.server.max_body)
-    except StorageError as e:
-        log.error("cannot store request", extra={"event": "accept_failed", "error": str(e)})
-        return responses.problem(
-            503, "Storage Unavailable", "the request could not be stored", headers=retry_later
-        )
-    rt.dispatcher.notify(job.upstream)
+        rt.dispatcher.notify(job.upstream)
+        if await until(ended, wait):
+            ended_job = await _reread(rt, job.id)
+            if ended_job is not None and ended_job.status in jobs.FINAL:
+                return await answer(request, rt, ended_job, extra)
     base = h.base_url(peer(request), raw, config.server.public_url, config.server.trust_forwarded)
-    return responses.accepted(job, f"{base}{config.jobs.prefix}/{job.id}", config.jobs.retry_after)
+    status_url = f"{base}{config.jobs.prefix}/{job.id}"
+    return responses.accepted(job, status_url, config.jobs.retry_after, extra)
+
+
+async def _reread(rt: Runtime, job_id: str) -> jobs.Job | None:
+    try:
+        return await rt.store.get(job_id, rt.now())
+    except StorageError:
+        return None  # the 202 is still true: the job is stored
+
+
+async def answer(
+    request: web.Request, rt: Runtime, job: jobs.Job, extra: dict[str, str]
+) -> web.StreamResponse:
+    """What the gateway says about a job: pending, replayed, failed or canceled."""
+    if job.status in jobs.PENDING:
+        return responses.pending(job, rt.config.jobs.retry_after, extra)
+    if job.status == Status.COMPLETED:
+        return await responses.replay(request, job, rt.store.body(job.id, Part.ANSWER), extra)
+    if job.status == Status.FAILED:
+        return responses.failed(job, extra)
+    return responses.problem(
+        409,
+        "Canceled",
+        "the job was canceled",
+        headers={**responses.job_headers(job), **extra},
+        job_id=job.id,
+    )
 
 
 async def _pieces(request: web.Request, limit: int) -> AsyncIterator[bytes]:
@@ -176,60 +211,6 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
         return responses.problem(failure.http_status, title, failure.detail)
     await response.write_eof()
     return response
-
-
-# -- the status URL ------------------------------------------------------------------
-
-
-async def _bound_job(request: web.Request) -> tuple[Runtime, jobs.Job | None]:
-    rt = request.app[RUNTIME]
-    job = await rt.store.get(request.match_info["id"], rt.now())
-    if job is None or not hmac.compare_digest(
-        job.binding, binding(rt, h.decode(request.raw_headers))
-    ):
-        return rt, None
-    return rt, job
-
-
-async def status(request: web.Request) -> web.StreamResponse:
-    try:
-        rt, job = await _bound_job(request)
-    except StorageError:
-        return _storage_down(request)
-    if job is None:
-        return responses.not_found()
-    if job.status in jobs.PENDING:
-        return responses.pending(job, rt.config.jobs.retry_after)
-    if job.status == Status.COMPLETED:
-        return await responses.replay(request, job, rt.store.body(job.id, Part.ANSWER))
-    if job.status == Status.FAILED:
-        return responses.failed(job)
-    return responses.problem(
-        409, "Canceled", "the job was canceled", headers=responses.job_headers(job), job_id=job.id
-    )
-
-
-async def status_view(request: web.Request) -> web.StreamResponse:
-    try:
-        _, job = await _bound_job(request)
-    except StorageError:
-        return _storage_down(request)
-    if job is None:
-        return responses.not_found()
-    return web.json_response(jobs.summary(job), headers=responses.job_headers(job))
-
-
-def _storage_down(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    return responses.problem(
-        503,
-        "Storage Unavailable",
-        "storage cannot be read right now",
-        headers={
-            "Retry-After": responses.seconds(rt.config.jobs.retry_after),
-            "Cache-Control": responses.NO_STORE,
-        },
-    )
 
 
 # -- operations ------------------------------------------------------------------------

@@ -152,3 +152,36 @@ def base_url(peer: Peer, headers: Sequence[Header], public_url: str | None, trus
     scheme = _kept_or(headers, "x-forwarded-proto", peer.scheme, trust)
     host = _kept_or(headers, "x-forwarded-host", peer.host, trust)
     return f"{scheme}://{host}"
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """What a client asked for in Prefer (RFC 7240) that the gateway honours."""
+
+    respond_async: bool = False
+    wait: float | None = None
+
+
+def preferences(headers: Sequence[Header]) -> Preferences:
+    respond_async, wait = False, None
+    for name, value in headers:
+        if name.lower() != "prefer":
+            continue
+        for item in value.split(","):
+            key, _, raw = item.split(";")[0].strip().partition("=")
+            key, raw = key.strip().lower(), raw.strip().strip('"')
+            if key == "respond-async":
+                respond_async = True
+            elif key == "wait" and raw.isdigit() and wait is None:
+                wait = float(raw)
+    return Preferences(respond_async, wait)
+
+
+def hold(route_wait: float, max_wait: float, prefs: Preferences) -> tuple[float, str | None]:
+    """How long an async route holds a request for the upstream, and the Preference-Applied."""
+    if prefs.respond_async:
+        return 0.0, "respond-async"
+    if prefs.wait is not None:
+        seconds = min(prefs.wait, max_wait)
+        return seconds, f"wait={seconds:g}"
+    return min(route_wait, max_wait), None

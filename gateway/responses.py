@@ -44,24 +44,24 @@ def job_headers(job: Job, retry_after: float | None = None) -> dict[str, str]:
     return out
 
 
-def accepted(job: Job, status_url: str, retry_after: float) -> web.Response:
+def accepted(job: Job, status_url: str, retry_after: float, extra: dict[str, str]) -> web.Response:
     view = {
         "id": job.id,
         "status": str(job.status),
         "status_url": status_url,
         "created_at": summary(job)["created_at"],
     }
-    headers = {**job_headers(job, retry_after), "Location": status_url, "Vary": "Prefer"}
+    headers = {**job_headers(job, retry_after), "Location": status_url, **extra}
     return web.json_response(view, status=202, headers=headers)
 
 
-def pending(job: Job, retry_after: float) -> web.Response:
+def pending(job: Job, retry_after: float, extra: dict[str, str]) -> web.Response:
     full = summary(job)
     view = {key: full[key] for key in ("id", "status", "created_at", "started_at", "attempts")}
-    return web.json_response(view, status=202, headers=job_headers(job, retry_after))
+    return web.json_response(view, status=202, headers={**job_headers(job, retry_after), **extra})
 
 
-def failed(job: Job) -> web.Response:
+def failed(job: Job, extra: dict[str, str]) -> web.Response:
     assert job.failure is not None
     failure = job.failure
     title = "Upstream timed out" if failure.kind == "timeout" else "Upstream failed"
@@ -71,7 +71,7 @@ def failed(job: Job) -> web.Response:
         failure.http_status,
         title,
         failure.detail,
-        headers=job_headers(job),
+        headers={**job_headers(job), **extra},
         job_id=job.id,
         cause=failure.kind,
         attempts=job.attempts,
@@ -82,7 +82,9 @@ def not_found(detail: str = "no such job, or it has expired") -> web.Response:
     return problem(404, "Not Found", detail, headers={"Cache-Control": NO_STORE})
 
 
-async def replay(request: web.Request, job: Job, body: AsyncIterator[bytes]) -> web.StreamResponse:
+async def replay(
+    request: web.Request, job: Job, body: AsyncIterator[bytes], extra: dict[str, str]
+) -> web.StreamResponse:
     """The stored upstream answer: status, headers in order with repeats, body byte for byte."""
     answer = job.answer
     assert answer is not None
@@ -93,6 +95,8 @@ async def replay(request: web.Request, job: Job, body: AsyncIterator[bytes]) -> 
     replayed[h.JOB_STATUS] = str(job.status)
     if NO_STORE not in ",".join(replayed.getall("Cache-Control", [])):
         replayed.add("Cache-Control", NO_STORE)
+    for name, value in extra.items():
+        replayed.add(name, value)
     response.headers.extend(replayed)
     # An answer to HEAD keeps the upstream's Content-Length: it describes a body never sent.
     has_body = _has_body(answer.status) and job.method != "HEAD"

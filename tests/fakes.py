@@ -37,7 +37,9 @@ class FakeUpstream:
     async def start(self) -> FakeUpstream:
         app = web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.1, handler_cancellation=True
+        )
         await self._runner.setup()
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))

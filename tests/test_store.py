@@ -190,3 +190,30 @@ async def test_sqlite_key_survives_reopen(tmp_path: Path) -> None:
     assert await second.key() == key
     assert await second.queued() == 0
     await second.close()
+
+
+async def test_cancel_ends_a_pending_job_and_drops_its_request(store: Store) -> None:
+    await accepted(store, "q")
+    await accepted(store, "r")
+    await store.claim("up", "w1", T0, T0 + 15)
+    assert await store.cancel("q", T0 + 1, T0 + 50)  # running
+    assert await store.cancel("r", T0 + 1, T0 + 50)  # queued
+    for job_id in ("q", "r"):
+        job = await store.get(job_id, T0 + 2)
+        assert job is not None and job.status == Status.CANCELED
+        assert job.request_headers is None
+        assert await body(store, job_id, Part.REQUEST) == b""
+    assert not await store.cancel("q", T0 + 3, T0 + 50)  # once
+    assert not await store.complete("q", "w1", Answer(200, "OK", ()), pieces(b"x"), T0, T0 + 9)
+    assert await store.claim("up", "w1", T0 + 5, T0 + 20) is None
+
+
+async def test_forget_deletes_only_finished_jobs(store: Store) -> None:
+    await accepted(store, "a")
+    assert not await store.forget("a")
+    await store.claim("up", "w1", T0, T0 + 15)
+    await store.complete("a", "w1", Answer(200, "OK", ()), pieces(b"x"), T0, T0 + 100)
+    assert await store.forget("a")
+    assert await store.get("a", T0) is None
+    assert await body(store, "a", Part.ANSWER) == b""
+    assert not await store.forget("a")

@@ -62,6 +62,12 @@ class Store(Protocol):
     async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
         """running → queued, due again at `not_before`."""
 
+    async def cancel(self, job_id: str, now: float, expires_at: float) -> bool:
+        """queued or running → canceled; the stored request is dropped."""
+
+    async def forget(self, job_id: str) -> bool:
+        """Delete a finished job and everything stored for it."""
+
     async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:
         """Extend `owner`'s lease on these jobs (those it is really running)."""
 

@@ -9,7 +9,7 @@ import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Collection
 
-from gateway.jobs import FINAL, Answer, Failure, Job, NewJob, Status
+from gateway.jobs import FINAL, PENDING, Answer, Failure, Job, NewJob, Status
 from gateway.store import Part
 
 
@@ -133,6 +133,21 @@ class MemoryStore:
             return False
         row.job = dataclasses.replace(row.job, status=Status.QUEUED)
         row.owner, row.not_before = None, not_before
+        return True
+
+    async def cancel(self, job_id: str, now: float, expires_at: float) -> bool:
+        row = self._rows.get(job_id)
+        if row is None or row.job.status not in PENDING:
+            return False
+        row.bodies = {}
+        self._finish(row, Status.CANCELED, now, expires_at, request_headers=None)
+        return True
+
+    async def forget(self, job_id: str) -> bool:
+        row = self._rows.get(job_id)
+        if row is None or row.job.status not in FINAL:
+            return False
+        del self._rows[job_id]
         return True
 
     async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:

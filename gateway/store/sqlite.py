@@ -253,6 +253,33 @@ class SQLiteStore:
             )
         )
 
+    async def cancel(self, job_id: str, now: float, expires_at: float) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            done = (
+                c.execute(
+                    "UPDATE jobs SET status = 'canceled', finished_at = ?, expires_at = ?,"
+                    " owner = NULL, lease_until = NULL, request_headers = NULL"
+                    " WHERE id = ? AND status IN ('queued', 'running')",
+                    (now, expires_at, job_id),
+                ).rowcount
+                == 1
+            )
+            if done:
+                c.execute("DELETE FROM bodies WHERE job_id = ?", (job_id,))
+            return done
+
+        return await self._writer.run(op)
+
+    async def forget(self, job_id: str) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            row = c.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row[0] not in ("completed", "failed", "canceled"):
+                return False
+            _delete(c, job_id)
+            return True
+
+        return await self._writer.run(op)
+
     async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:
         def op(c: sqlite3.Connection) -> None:
             c.executemany(
