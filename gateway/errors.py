@@ -19,5 +19,9 @@ class StorageError(GatewayError):
     """Storage could not do what was asked (locked past a bound, disk full, unwritable)."""
 
 
+class IdempotencyConflict(GatewayError):
+    """An Idempotency-Key was used again for a different method, path or body."""
+
+
 class BodyTooLarge(GatewayError):
     """A request body went past `server.max_body`."""

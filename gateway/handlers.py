@@ -21,7 +21,7 @@ from gateway import jobs, responses
 from gateway.config import Config, Route, Upstream
 from gateway.dispatcher import Dispatcher
 from gateway.endings import until
-from gateway.errors import BodyTooLarge, StorageError
+from gateway.errors import BodyTooLarge, IdempotencyConflict, StorageError
 from gateway.jobs import NewJob, Status
 from gateway.store import CHUNK, Part, Store
 from gateway.upstream import UpstreamFailed, exchange
@@ -102,7 +102,6 @@ def binding(rt: Runtime, raw: h.Headers) -> str:
 
 async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.StreamResponse:
     config = rt.config
-    retry_later = {"Retry-After": responses.seconds(config.jobs.retry_after)}
     raw = h.decode(request.raw_headers)
     new = NewJob(
         id=jobs.new_id(),
@@ -114,31 +113,59 @@ async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.Strea
         created_at=rt.now(),
         retry_on_interrupt=jobs.retries_on_interrupt(matched.on_interrupt, request.method),
         binding=binding(rt, raw),
+        idempotency_key=_idempotency_key(rt, raw),
     )
     wait, applied = h.hold(matched.wait, matched.max_wait, h.preferences(raw))
     extra = {"Vary": "Prefer", **({"Preference-Applied": applied} if applied else {})}
     async with rt.dispatcher.endings.watch(new.id) as ended:
-        try:
-            if await rt.store.queued() >= config.jobs.max_queued:
-                return responses.problem(
-                    503, "Queue Full", "too many jobs are waiting", headers=retry_later
-                )
-            job = await rt.store.accept(new, _pieces(request, config.server.max_body))
-        except BodyTooLarge:
-            return _too_large(config.server.max_body)
-        except StorageError as e:
-            log.error("cannot store request", extra={"event": "accept_failed", "error": str(e)})
-            return responses.problem(
-                503, "Storage Unavailable", "the request could not be stored", headers=retry_later
-            )
+        stored = await _store(request, rt, new)
+        if isinstance(stored, web.Response):
+            return stored
+        job = stored
+        if job.id != new.id and job.status in jobs.FINAL:  # a repeat: the first job answers
+            return await answer(request, rt, job, extra)
         rt.dispatcher.notify(job.upstream)
-        if await until(ended, wait):
+        if job.id == new.id and await until(ended, wait):
             ended_job = await _reread(rt, job.id)
             if ended_job is not None and ended_job.status in jobs.FINAL:
                 return await answer(request, rt, ended_job, extra)
     base = h.base_url(peer(request), raw, config.server.public_url, config.server.trust_forwarded)
     status_url = f"{base}{config.jobs.prefix}/{job.id}"
     return responses.accepted(job, status_url, config.jobs.retry_after, extra)
+
+
+def _idempotency_key(rt: Runtime, raw: h.Headers) -> str:
+    """The client's Idempotency-Key, scoped to its credentials, as a keyed hash."""
+    key = h.first(raw, "Idempotency-Key")
+    if not key:
+        return ""
+    scoped = f"idempotency\0{binding(rt, raw)}\0{key}"
+    return hmac.new(rt.key, scoped.encode(), hashlib.sha256).hexdigest()
+
+
+async def _store(request: web.Request, rt: Runtime, new: NewJob) -> jobs.Job | web.Response:
+    """The stored job (or the first one under the same Idempotency-Key), or the refusal."""
+    config = rt.config
+    retry_later = {"Retry-After": responses.seconds(config.jobs.retry_after)}
+    try:
+        if await rt.store.queued() >= config.jobs.max_queued:
+            return responses.problem(
+                503, "Queue Full", "too many jobs are waiting", headers=retry_later
+            )
+        return await rt.store.accept(new, _pieces(request, config.server.max_body))
+    except BodyTooLarge:
+        return _too_large(config.server.max_body)
+    except IdempotencyConflict:
+        return responses.problem(
+            422,
+            "Idempotency-Key Reused",
+            "this Idempotency-Key was already used for a different method, path or body",
+        )
+    except StorageError as e:
+        log.error("cannot store request", extra={"event": "accept_failed", "error": str(e)})
+        return responses.problem(
+            503, "Storage Unavailable", "the request could not be stored", headers=retry_later
+        )
 
 
 async def _reread(rt: Runtime, job_id: str) -> jobs.Job | None:

@@ -6,12 +6,13 @@ running when its process died. Times are seconds since the epoch, passed in.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.config import Retry
 from gateway.headers import Headers, first, retry_after
@@ -68,6 +69,12 @@ class NewJob:
     created_at: float
     retry_on_interrupt: bool
     binding: str = ""
+    idempotency_key: str = ""  # a keyed hash of the client's key and credentials, or ""
+
+
+def fingerprint(job: NewJob) -> Any:
+    """A running hash of what makes a request the same: method, target, then the body."""
+    return hashlib.sha256(f"{job.method} {job.target}\n".encode())
 
 
 @dataclass(frozen=True)

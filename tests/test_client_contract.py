@@ -123,3 +123,52 @@ async def test_delete_needs_the_same_credentials(gateway: Any, upstream: FakeUps
     assert (await gateway.delete(path, headers={"Authorization": "Bearer b"})).status == 404
     assert (await gateway.delete(path, headers={"Authorization": "Bearer a"})).status == 204
     upstream.gate.set()
+
+
+async def test_idempotency_key_repeat_returns_the_first_job(
+    gateway: Any, upstream: FakeUpstream
+) -> None:
+    upstream.gate.clear()
+    key = {"Idempotency-Key": "order-1", "Authorization": "Bearer a"}
+    first = await gateway.post("/async/x?hold=1", data=b"same", headers=key)
+    again = await gateway.post("/async/x?hold=1", data=b"same", headers=key)
+    assert first.status == again.status == 202
+    assert first.headers["Location"] == again.headers["Location"]
+    upstream.gate.set()
+    await settled(gateway, first.headers["Location"], headers={"Authorization": "Bearer a"})
+    replay = await gateway.post("/async/x?hold=1", data=b"same", headers=key)
+    assert replay.status == 200  # once completed, a repeat gets the replay
+    assert replay.headers["X-Gateway-Job-Id"] == first.headers["Location"].rsplit("/", 1)[1]
+    assert len(upstream.seen) == 1  # forwarded once
+
+
+async def test_idempotency_key_with_another_request_is_422(gateway: Any) -> None:
+    key = {"Idempotency-Key": "k"}
+    assert (await gateway.post("/async/x", data=b"one", headers=key)).status == 202
+    for method, path, body in [
+        ("POST", "/async/x", b"two"),
+        ("PUT", "/async/x", b"one"),
+        ("POST", "/async/y", b"one"),
+    ]:
+        response = await gateway.request(method, path, data=body, headers=key)
+        assert response.status == 422
+        assert response.headers["Content-Type"] == "application/problem+json"
+
+
+async def test_idempotency_keys_are_per_credentials(gateway: Any, upstream: FakeUpstream) -> None:
+    for who in ("a", "b"):
+        headers = {"Idempotency-Key": "k", "Authorization": f"Bearer {who}"}
+        assert (await gateway.post("/async/x", data=b"1", headers=headers)).status == 202
+    await wait_for(lambda: len(upstream.seen) == 2)
+
+
+async def test_concurrent_repeats_make_one_job(gateway: Any, upstream: FakeUpstream) -> None:
+    upstream.gate.clear()
+    key = {"Idempotency-Key": "burst"}
+    responses = await asyncio.gather(
+        *(gateway.post("/async/x?hold=1", data=b"b", headers=key) for _ in range(20))
+    )
+    assert {r.headers["Location"] for r in responses} == {responses[0].headers["Location"]}
+    upstream.gate.set()
+    await settled(gateway, responses[0].headers["Location"])
+    assert len(upstream.seen) == 1

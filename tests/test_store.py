@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import IdempotencyConflict
 from gateway.jobs import Answer, Failure, Job, NewJob, Status
 from gateway.store import CHUNK, Part, Store
 from gateway.store.memory import MemoryStore
@@ -217,3 +218,29 @@ async def test_forget_deletes_only_finished_jobs(store: Store) -> None:
     assert await store.get("a", T0) is None
     assert await body(store, "a", Part.ANSWER) == b""
     assert not await store.forget("a")
+
+
+def keyed(job_id: str, key: str, target: str = "/r") -> NewJob:
+    job = new(job_id)
+    return NewJob(**{**job.__dict__, "idempotency_key": key, "target": target})
+
+
+async def test_idempotency_key_keeps_the_first_job(store: Store) -> None:
+    first = await store.accept(keyed("a", "k"), pieces(b"same"))
+    again = await store.accept(keyed("b", "k"), pieces(b"same"))
+    assert first.id == again.id == "a"
+    assert await store.get("b", T0) is None
+    with pytest.raises(IdempotencyConflict):
+        await store.accept(keyed("c", "k"), pieces(b"other"))
+    with pytest.raises(IdempotencyConflict):
+        await store.accept(keyed("d", "k", target="/elsewhere"), pieces(b"same"))
+    assert await store.queued() == 1
+
+
+async def test_idempotency_key_frees_up_when_the_job_is_gone(store: Store) -> None:
+    await store.accept(keyed("a", "k"), pieces(*[b"x" * CHUNK, b"y"]))
+    await store.claim("up", "w1", T0, T0 + 15)
+    await store.complete("a", "w1", Answer(200, "OK", ()), pieces(b"x"), T0, T0 + 100)
+    assert await store.forget("a")
+    fresh = await store.accept(keyed("b", "k"), pieces(b"new"))
+    assert fresh.id == "b"

@@ -9,7 +9,8 @@ import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Collection
 
-from gateway.jobs import FINAL, PENDING, Answer, Failure, Job, NewJob, Status
+from gateway.errors import IdempotencyConflict
+from gateway.jobs import FINAL, PENDING, Answer, Failure, Job, NewJob, Status, fingerprint
 from gateway.store import Part
 
 
@@ -29,6 +30,7 @@ class MemoryStore:
         self._rows: dict[str, _Row] = {}
         self._seq = 0
         self._key = secrets.token_bytes(32)
+        self._keys: dict[str, tuple[str, str]] = {}  # idempotency key → (job id, fingerprint)
 
     async def open(self) -> None:
         return None
@@ -43,7 +45,17 @@ class MemoryStore:
         return self._key
 
     async def accept(self, job: NewJob, body: AsyncIterator[bytes]) -> Job:
+        digest = fingerprint(job)
         chunks = [chunk async for chunk in body]
+        for chunk in chunks:
+            digest.update(chunk)
+        earlier = self._keys.get(job.idempotency_key) if job.idempotency_key else None
+        if earlier is not None and await self.get(earlier[0], job.created_at) is not None:
+            if earlier[1] != digest.hexdigest():
+                raise IdempotencyConflict("the key was used for another request")
+            return self._rows[earlier[0]].job
+        if job.idempotency_key:
+            self._keys[job.idempotency_key] = (job.id, digest.hexdigest())
         self._seq += 1
         stored = Job(
             id=job.id,

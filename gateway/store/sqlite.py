@@ -14,8 +14,8 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.errors import StorageError
-from gateway.jobs import Answer, Failure, Job, NewJob, Status
+from gateway.errors import IdempotencyConflict, StorageError
+from gateway.jobs import Answer, Failure, Job, NewJob, Status, fingerprint
 from gateway.store import Part
 from gateway.store.writer import Writer
 
@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS bodies (
     data BLOB NOT NULL,
     PRIMARY KEY (job_id, part, n)
 );
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_job ON idempotency (job_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _COLUMNS = (
@@ -116,22 +122,25 @@ class SQLiteStore:
     # -- accepting ---------------------------------------------------------------
 
     async def accept(self, job: NewJob, body: AsyncIterator[bytes]) -> Job:
+        digest = fingerprint(job)
         first = await anext(body, b"")
+        digest.update(first)
         second = await anext(body, None)
         if second is None:  # the common case: the whole request in one transaction
-            await self._writer.run(lambda c: _insert(c, job, Status.QUEUED, first))
-            return await self._job(job.id)
+            kept = await self._writer.run(lambda c: _enqueue(c, job, digest.hexdigest(), first))
+            return await self._job(kept)
         await self._writer.run(lambda c: _insert(c, job, Status.RECEIVING, first))
         try:
             size, n = len(first), 1
             async for chunk in _chain(second, body):
+                digest.update(chunk)
                 await self._writer.run(_put_chunk(job.id, Part.REQUEST, n, chunk))
                 size, n = size + len(chunk), n + 1
-            await self._writer.run(lambda c: _received(c, job.id, size))
+            kept = await self._writer.run(lambda c: _enqueue(c, job, digest.hexdigest(), size))
         except BaseException:
             await self._writer.run(lambda c: _delete(c, job.id))
             raise
-        return await self._job(job.id)
+        return await self._job(kept)
 
     # -- reading -----------------------------------------------------------------
 
@@ -343,11 +352,38 @@ def _insert(c: sqlite3.Connection, job: NewJob, status: Status, first: bytes) ->
     c.execute("INSERT INTO bodies VALUES (?, ?, 0, ?)", (job.id, Part.REQUEST, first))
 
 
-def _received(c: sqlite3.Connection, job_id: str, size: int) -> None:
-    c.execute(
-        "UPDATE jobs SET status = 'queued', request_size = ? WHERE id = ? AND status = 'receiving'",
-        (size, job_id),
-    )
+def _enqueue(c: sqlite3.Connection, job: NewJob, digest: str, body: bytes | int) -> str:
+    """Queue the job (its whole body, or the size of one received in pieces); the id kept.
+
+    A live job already stored under the same Idempotency-Key is kept instead, if it is the
+    same request; another request under that key is a conflict.
+    """
+    if job.idempotency_key:
+        earlier = c.execute(
+            "SELECT i.job_id, i.fingerprint FROM idempotency i JOIN jobs j ON j.id = i.job_id"
+            " WHERE i.key = ? AND j.status != 'receiving'"
+            " AND (j.expires_at IS NULL OR j.expires_at > ?)",
+            (job.idempotency_key, job.created_at),
+        ).fetchone()
+        if earlier is not None:
+            if earlier[1] != digest:
+                raise IdempotencyConflict("the key was used for another request")
+            if isinstance(body, int):
+                _delete(c, job.id)
+            return str(earlier[0])
+        c.execute(
+            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)",
+            (job.idempotency_key, job.id, digest),
+        )
+    if isinstance(body, bytes):
+        _insert(c, job, Status.QUEUED, body)
+    else:
+        c.execute(
+            "UPDATE jobs SET status = 'queued', request_size = ? WHERE id = ?"
+            " AND status = 'receiving'",
+            (body, job.id),
+        )
+    return job.id
 
 
 def _put_chunk(
@@ -367,6 +403,7 @@ def _drop_part(job_id: str, part: Part) -> Callable[[sqlite3.Connection], None]:
 
 
 def _delete(c: sqlite3.Connection, job_id: str) -> None:
+    c.execute("DELETE FROM idempotency WHERE job_id = ?", (job_id,))
     c.execute("DELETE FROM bodies WHERE job_id = ?", (job_id,))
     c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
