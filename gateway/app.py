@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway import handlers, status
+from gateway.callbacks import Deliverer
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
 from gateway.handlers import RUNTIME, Runtime
@@ -40,11 +41,14 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         await opened.open()
         session = new_session()
         dispatcher = Dispatcher(config, opened, session)
+        deliverer = Deliverer(config, opened, session, dispatcher.endings)
         app[RUNTIME] = Runtime(config, opened, session, dispatcher, await opened.key())
         dispatcher.start()
+        deliverer.start()
         try:
             yield
         finally:
+            await deliverer.stop()
             await dispatcher.stop()
             await session.close()
             await opened.close()

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from standardwebhooks.webhooks import Webhook
+
 from gateway import source as yamlsource
 from gateway import units
 from gateway.errors import ConfigError
@@ -187,7 +189,7 @@ class _Reader:
     def callbacks(self) -> Callbacks:
         self.mapping("callbacks", {"secret", "allow_hosts"})
         return Callbacks(
-            secret=Secret(self.get("callbacks.secret", "", _text)),
+            secret=Secret(self.get("callbacks.secret", "", _webhook_secret)),
             allow_hosts=tuple(self.get("callbacks.allow_hosts", [], _names)),
         )
 
@@ -250,7 +252,7 @@ class _Reader:
             wait=self.get(f"{path}.wait", 0.0, units.duration),
             max_wait=self.get(f"{path}.max_wait", 60.0, units.duration),
             on_interrupt=self.get(f"{path}.on_interrupt", "auto", _choice("auto", "retry", "fail")),
-            callback=self.get(f"{path}.callback", None, _base_url),
+            callback=self.get(f"{path}.callback", None, _url),
         )
 
     # -- plumbing --------------------------------------------------------------
@@ -296,6 +298,16 @@ def _text(value: object) -> str:
     if isinstance(value, dict | list):
         raise ValueError("expected a string")
     return str(value)
+
+
+def _webhook_secret(value: object) -> str:
+    text = _text(value)
+    if text:
+        try:
+            Webhook(text)
+        except Exception:
+            raise ValueError("expected a Standard Webhooks secret: whsec_ then base64") from None
+    return text
 
 
 def _int(value: object) -> int:
@@ -347,6 +359,16 @@ def _base_url(value: object) -> str | None:
     if parts.query or parts.fragment:
         raise ValueError("a base URL takes no query or fragment")
     return text.rstrip("/")
+
+
+def _url(value: object) -> str | None:
+    text = _text(value).strip()
+    if not text or text == "null":
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    return text
 
 
 def _prefix(value: object) -> str:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 
 class Endings:
     def __init__(self) -> None:
         self._events: dict[str, tuple[asyncio.Event, int]] = {}
+        self._listeners: list[Callable[[], None]] = []
 
     @contextlib.asynccontextmanager
     async def watch(self, job_id: str) -> AsyncIterator[asyncio.Event]:
@@ -29,7 +30,13 @@ class Endings:
             else:
                 self._events[job_id] = (event, count - 1)
 
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener` at every end, waited for or not."""
+        self._listeners.append(listener)
+
     def ended(self, job_id: str) -> None:
+        for listener in self._listeners:
+            listener()
         if job_id in self._events:
             self._events[job_id][0].set()
 

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway import headers as h
 from gateway import jobs, responses
+from gateway.callbacks import allowed
 from gateway.config import Config, Route, Upstream
 from gateway.dispatcher import Dispatcher
 from gateway.endings import until
@@ -114,7 +115,14 @@ async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.Strea
         retry_on_interrupt=jobs.retries_on_interrupt(matched.on_interrupt, request.method),
         binding=binding(rt, raw),
         idempotency_key=_idempotency_key(rt, raw),
+        callback=h.first(raw, "X-Callback-Url") or matched.callback,
     )
+    if new.callback != matched.callback and not allowed(
+        new.callback or "", config.callbacks.allow_hosts
+    ):
+        return responses.problem(
+            400, "Callback Not Allowed", "X-Callback-Url must name a host in callbacks.allow_hosts"
+        )
     wait, applied = h.hold(matched.wait, matched.max_wait, h.preferences(raw))
     extra = {"Vary": "Prefer", **({"Preference-Applied": applied} if applied else {})}
     async with rt.dispatcher.endings.watch(new.id) as ended:

@@ -70,6 +70,7 @@ class NewJob:
     retry_on_interrupt: bool
     binding: str = ""
     idempotency_key: str = ""  # a keyed hash of the client's key and credentials, or ""
+    callback: str | None = None  # a URL told when the job ends
 
 
 def fingerprint(job: NewJob) -> Any:
@@ -93,6 +94,7 @@ class Job:
     request_size: int = 0
     retry_on_interrupt: bool = False
     binding: str = ""
+    callback: str | None = None
     owner: str | None = None
     lease_until: float | None = None
     answer: Answer | None = None
@@ -104,8 +106,22 @@ def new_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+def new_webhook_id() -> str:
+    return "msg_" + secrets.token_urlsafe(16)
+
+
 def retries_on_interrupt(on_interrupt: str, method: str) -> bool:
     return on_interrupt == "retry" or (on_interrupt == "auto" and method in IDEMPOTENT)
+
+
+@dataclass(frozen=True)
+class Callback:
+    """A signed POST owed to a URL because a job ended; `webhook_id` is stable across tries."""
+
+    webhook_id: str
+    job_id: str
+    url: str
+    attempts: int
 
 
 @dataclass(frozen=True)

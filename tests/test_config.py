@@ -90,9 +90,13 @@ def test_environment_is_expanded_with_defaults() -> None:
     assert config.server.port == 9999
     assert config.upstreams["legacy"].url == "http://backend:8000"
     assert config.callbacks.secret == ""
-    config = parse(text, "gw.yaml", {"URL": "http://b", "SECRET": "whsec_x"})
+    secret = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ="
+    config = parse(text, "gw.yaml", {"URL": "http://b", "SECRET": secret})
     assert repr(config.callbacks.secret) == "'***'"
-    assert "whsec_x" not in repr(config)
+    assert secret not in repr(config)
+    assert problems(text, {"URL": "http://b", "SECRET": "whsec_%%%"}) == [
+        "gw.yaml:8: callbacks.secret: expected a Standard Webhooks secret: whsec_ then base64"
+    ]
 
 
 def test_unset_variable_is_named() -> None:

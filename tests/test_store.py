@@ -244,3 +244,24 @@ async def test_idempotency_key_frees_up_when_the_job_is_gone(store: Store) -> No
     assert await store.forget("a")
     fresh = await store.accept(keyed("b", "k"), pieces(b"new"))
     assert fresh.id == "b"
+
+
+async def test_ending_a_job_owes_its_callback_in_the_same_step(store: Store) -> None:
+    job = NewJob(**{**new("a").__dict__, "callback": "https://hooks.example/x"})
+    await store.accept(job, pieces(b"p"))
+    await accepted(store, "quiet")  # no callback: nothing owed
+    assert await store.due_callback(T0 + 1, T0 + 60) is None
+    await store.claim("up", "w1", T0, T0 + 15)
+    await store.complete("a", "w1", Answer(200, "OK", ()), pieces(b""), T0, T0 + 100)
+    owed = await store.due_callback(T0 + 1, T0 + 61)
+    assert owed is not None and (owed.job_id, owed.url, owed.attempts) == (
+        "a",
+        "https://hooks.example/x",
+        1,
+    )
+    assert await store.due_callback(T0 + 2, T0 + 62) is None  # held by the first taker
+    await store.callback_later(owed.webhook_id, T0 + 5)
+    again = await store.due_callback(T0 + 5, T0 + 65)
+    assert again is not None and again.webhook_id == owed.webhook_id and again.attempts == 2
+    await store.callback_done(owed.webhook_id)
+    assert await store.due_callback(T0 + 999, T0 + 999) is None

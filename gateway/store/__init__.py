@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Collection
 from enum import IntEnum
 from typing import Protocol
 
-from gateway.jobs import Answer, Failure, Job, NewJob
+from gateway.jobs import Answer, Callback, Failure, Job, NewJob
 
 CHUNK = 256 * 1024  # bodies move to and from storage in pieces of at most this size
 
@@ -76,6 +76,15 @@ class Store(Protocol):
 
     async def steal(self, job: Job, owner: str, lease_until: float) -> bool:
         """Take over a running job, only if its holder and lease are still as `job` saw them."""
+
+    async def due_callback(self, now: float, lease_until: float) -> Callback | None:
+        """The oldest callback due, held until `lease_until` and its attempt counted."""
+
+    async def callback_done(self, webhook_id: str) -> None:
+        """Delivered (or given up): forget it."""
+
+    async def callback_later(self, webhook_id: str, next_at: float) -> None:
+        """Not delivered: try again at `next_at`."""
 
     async def queued(self) -> int:
         """How many jobs wait for an upstream slot."""

@@ -10,7 +10,18 @@ import secrets
 from collections.abc import AsyncIterator, Collection
 
 from gateway.errors import IdempotencyConflict
-from gateway.jobs import FINAL, PENDING, Answer, Failure, Job, NewJob, Status, fingerprint
+from gateway.jobs import (
+    FINAL,
+    PENDING,
+    Answer,
+    Callback,
+    Failure,
+    Job,
+    NewJob,
+    Status,
+    fingerprint,
+    new_webhook_id,
+)
 from gateway.store import Part
 
 
@@ -31,6 +42,7 @@ class MemoryStore:
         self._seq = 0
         self._key = secrets.token_bytes(32)
         self._keys: dict[str, tuple[str, str]] = {}  # idempotency key → (job id, fingerprint)
+        self._callbacks: dict[str, tuple[Callback, float]] = {}  # webhook id → (it, next_at)
 
     async def open(self) -> None:
         return None
@@ -69,6 +81,7 @@ class MemoryStore:
             request_size=sum(map(len, chunks)),
             retry_on_interrupt=job.retry_on_interrupt,
             binding=job.binding,
+            callback=job.callback,
         )
         self._rows[job.id] = _Row(stored, self._seq, bodies={Part.REQUEST: chunks})
         return stored
@@ -138,6 +151,25 @@ class MemoryStore:
     ) -> None:
         row.job = dataclasses.replace(row.job, status=status, finished_at=now, **changes)  # type: ignore[arg-type]
         row.owner, row.expires_at = None, expires_at
+        if row.job.callback:
+            owed = Callback(new_webhook_id(), row.job.id, row.job.callback, 0)
+            self._callbacks[owed.webhook_id] = (owed, now)
+
+    async def due_callback(self, now: float, lease_until: float) -> Callback | None:
+        due = [(at, c) for c, at in self._callbacks.values() if at <= now]
+        if not due:
+            return None
+        _, owed = min(due, key=lambda pair: pair[0])
+        owed = dataclasses.replace(owed, attempts=owed.attempts + 1)
+        self._callbacks[owed.webhook_id] = (owed, lease_until)
+        return owed
+
+    async def callback_done(self, webhook_id: str) -> None:
+        self._callbacks.pop(webhook_id, None)
+
+    async def callback_later(self, webhook_id: str, next_at: float) -> None:
+        if webhook_id in self._callbacks:
+            self._callbacks[webhook_id] = (self._callbacks[webhook_id][0], next_at)
 
     async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
         row = self._held(job_id, owner)

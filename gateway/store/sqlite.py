@@ -15,7 +15,16 @@ from typing import Any
 import aiosqlite
 
 from gateway.errors import IdempotencyConflict, StorageError
-from gateway.jobs import Answer, Failure, Job, NewJob, Status, fingerprint
+from gateway.jobs import (
+    Answer,
+    Callback,
+    Failure,
+    Job,
+    NewJob,
+    Status,
+    fingerprint,
+    new_webhook_id,
+)
 from gateway.store import Part
 from gateway.store.writer import Writer
 
@@ -33,6 +42,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     request_size INTEGER NOT NULL DEFAULT 0,
     retry_on_interrupt INTEGER NOT NULL,
     binding TEXT NOT NULL DEFAULT '',
+    callback TEXT,
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
@@ -61,11 +71,19 @@ CREATE TABLE IF NOT EXISTS idempotency (
     fingerprint TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS idempotency_job ON idempotency (job_id);
+CREATE TABLE IF NOT EXISTS callbacks (
+    webhook_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS callbacks_due ON callbacks (next_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _COLUMNS = (
     "id, route, upstream, status, method, target, created_at, attempts, started_at, finished_at,"
-    " request_headers, request_size, retry_on_interrupt, binding, owner, lease_until,"
+    " request_headers, request_size, retry_on_interrupt, binding, callback, owner, lease_until,"
     " answer, failure"
 )
 
@@ -188,6 +206,29 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise StorageError(f"read failed: {e}") from e
 
+    async def due_callback(self, now: float, lease_until: float) -> Callback | None:
+        row = await self._writer.run(
+            lambda c: c.execute(
+                "UPDATE callbacks SET next_at = ?, attempts = attempts + 1 WHERE webhook_id ="
+                " (SELECT webhook_id FROM callbacks WHERE next_at <= ? ORDER BY next_at LIMIT 1)"
+                " RETURNING webhook_id, job_id, url, attempts",
+                (lease_until, now),
+            ).fetchone()
+        )
+        return Callback(*row) if row else None
+
+    async def callback_done(self, webhook_id: str) -> None:
+        await self._writer.run(
+            lambda c: c.execute("DELETE FROM callbacks WHERE webhook_id = ?", (webhook_id,))
+        )
+
+    async def callback_later(self, webhook_id: str, next_at: float) -> None:
+        await self._writer.run(
+            lambda c: c.execute(
+                "UPDATE callbacks SET next_at = ? WHERE webhook_id = ?", (next_at, webhook_id)
+            )
+        )
+
     async def queued(self) -> int:
         row = await self._read_one("SELECT count(*) FROM jobs WHERE status = 'queued'", ())
         return int(row[0])
@@ -275,6 +316,7 @@ class SQLiteStore:
             )
             if done:
                 c.execute("DELETE FROM bodies WHERE job_id = ?", (job_id,))
+                _owe_callback(c, job_id, now)
             return done
 
         return await self._writer.run(op)
@@ -334,7 +376,8 @@ class SQLiteStore:
 def _insert(c: sqlite3.Connection, job: NewJob, status: Status, first: bytes) -> None:
     c.execute(
         "INSERT INTO jobs (id, route, upstream, status, method, target, request_headers,"
-        " request_size, retry_on_interrupt, binding, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " request_size, retry_on_interrupt, binding, callback, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             job.id,
             job.route,
@@ -346,6 +389,7 @@ def _insert(c: sqlite3.Connection, job: NewJob, status: Status, first: bytes) ->
             len(first),
             int(job.retry_on_interrupt),
             job.binding,
+            job.callback,
             job.created_at,
         ),
     )
@@ -424,7 +468,19 @@ def _finish(
         " WHERE id = ? AND status = 'running' AND owner = ?",
         (status, now, expires_at, answer, failure, job_id, owner),
     )
-    return cursor.rowcount == 1
+    if cursor.rowcount != 1:
+        return False
+    _owe_callback(c, job_id, now)
+    return True
+
+
+def _owe_callback(c: sqlite3.Connection, job_id: str, now: float) -> None:
+    """In the transaction that ends the job, so the callback survives any restart."""
+    c.execute(
+        "INSERT INTO callbacks (webhook_id, job_id, url, next_at)"
+        " SELECT ?, id, callback, ? FROM jobs WHERE id = ? AND callback IS NOT NULL",
+        (new_webhook_id(), now, job_id),
+    )
 
 
 async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -449,6 +505,7 @@ def _job(row: Any) -> Job:
         request_size,
         retry_on_interrupt,
         binding,
+        callback,
         owner,
         lease_until,
         answer,
@@ -469,6 +526,7 @@ def _job(row: Any) -> Job:
         request_size=request_size,
         retry_on_interrupt=bool(retry_on_interrupt),
         binding=binding,
+        callback=callback,
         owner=owner,
         lease_until=lease_until,
         answer=_answer(json.loads(answer)) if answer else None,
