@@ -11,9 +11,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
-
-from standardwebhooks.webhooks import Webhook
 
 from gateway import source as yamlsource
 from gateway import units
@@ -22,9 +19,6 @@ from gateway.errors import ConfigError
 T = TypeVar("T")
 Mode = Literal["async", "proxy"]
 OnInterrupt = Literal["auto", "retry", "fail"]
-HTTP_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-)
 
 
 class Secret(str):
@@ -154,7 +148,7 @@ class _Reader:
         upstreams = self.upstreams(top)
         config = Config(
             server=self.server(),
-            storage=Storage(path=self.get("storage.path", "./gateway.db", _text)),
+            storage=Storage(path=self.get("storage.path", "./gateway.db", units.string)),
             jobs=self.jobs(),
             upstreams=upstreams,
             routes=self.routes(top, upstreams),
@@ -167,11 +161,11 @@ class _Reader:
     def server(self) -> Server:
         self.mapping("server", set(Server.__dataclass_fields__))
         return Server(
-            host=self.get("server.host", "127.0.0.1", _text),
-            port=self.get("server.port", 8080, _port),
-            workers=self.get("server.workers", 1, _workers),
-            public_url=self.get("server.public_url", None, _base_url),
-            trust_forwarded=self.get("server.trust_forwarded", False, _boolean),
+            host=self.get("server.host", "127.0.0.1", units.string),
+            port=self.get("server.port", 8080, units.port),
+            workers=self.get("server.workers", 1, units.workers),
+            public_url=self.get("server.public_url", None, units.base_url),
+            trust_forwarded=self.get("server.trust_forwarded", False, units.boolean),
             max_body=self.get("server.max_body", 100 * 1024**2, units.size),
             shutdown_grace=self.get("server.shutdown_grace", 30.0, units.duration),
         )
@@ -179,18 +173,18 @@ class _Reader:
     def jobs(self) -> Jobs:
         self.mapping("jobs", set(Jobs.__dataclass_fields__))
         return Jobs(
-            prefix=self.get("jobs.prefix", "/_gateway/jobs", _prefix),
+            prefix=self.get("jobs.prefix", "/_gateway/jobs", units.prefix),
             retention=self.get("jobs.retention", 86400.0, units.duration),
             retry_after=self.get("jobs.retry_after", 2.0, units.duration),
-            max_queued=self.get("jobs.max_queued", 10000, _positive),
-            bind_headers=tuple(self.get("jobs.bind_headers", ["Authorization"], _names)),
+            max_queued=self.get("jobs.max_queued", 10000, units.positive),
+            bind_headers=tuple(self.get("jobs.bind_headers", ["Authorization"], units.name_list)),
         )
 
     def callbacks(self) -> Callbacks:
         self.mapping("callbacks", {"secret", "allow_hosts"})
         return Callbacks(
-            secret=Secret(self.get("callbacks.secret", "", _webhook_secret)),
-            allow_hosts=tuple(self.get("callbacks.allow_hosts", [], _names)),
+            secret=Secret(self.get("callbacks.secret", "", units.webhook_secret)),
+            allow_hosts=tuple(self.get("callbacks.allow_hosts", [], units.name_list)),
         )
 
     def upstreams(self, top: dict[str, Any]) -> dict[str, Upstream]:
@@ -210,18 +204,18 @@ class _Reader:
             self.src.problem(path, "url is required")
         return Upstream(
             name=name,
-            url=self.get(f"{path}.url", None, _base_url) or "http://invalid",
+            url=self.get(f"{path}.url", None, units.base_url) or "http://invalid",
             connect_timeout=self.get(f"{path}.connect_timeout", 5.0, units.duration),
             timeout=self.get(f"{path}.timeout", 900.0, units.duration),
-            max_in_flight=self.get(f"{path}.max_in_flight", 16, _positive),
+            max_in_flight=self.get(f"{path}.max_in_flight", 16, units.positive),
             retry=self.retry(f"{path}.retry"),
         )
 
     def retry(self, path: str) -> Retry:
         self.mapping(path, {"attempts", "on_status", "backoff", "max_backoff"})
         return Retry(
-            attempts=self.get(f"{path}.attempts", 3, _positive),
-            on_status=frozenset(self.get(f"{path}.on_status", [502, 503, 504], _statuses)),
+            attempts=self.get(f"{path}.attempts", 3, units.positive),
+            on_status=frozenset(self.get(f"{path}.on_status", [502, 503, 504], units.statuses)),
             backoff=self.get(f"{path}.backoff", 1.0, units.duration),
             max_backoff=self.get(f"{path}.max_backoff", 60.0, units.duration),
         )
@@ -240,19 +234,21 @@ class _Reader:
         for required in ("path", "upstream"):
             if required not in found:
                 self.src.problem(path, f"{required} is required")
-        upstream = self.get(f"{path}.upstream", "", _text)
+        upstream = self.get(f"{path}.upstream", "", units.string)
         if upstream and upstream not in upstreams:
             self.src.problem(f"{path}.upstream", f"no upstream named {upstream!r}")
-        methods = self.get(f"{path}.methods", None, _methods)
+        methods = self.get(f"{path}.methods", None, units.methods)
         return Route(
-            path=self.get(f"{path}.path", "/", _route_path),
+            path=self.get(f"{path}.path", "/", units.route_path),
             upstream=upstream,
             methods=frozenset(methods) if methods is not None else None,
-            mode=self.get(f"{path}.mode", "async", _choice("async", "proxy")),
+            mode=self.get(f"{path}.mode", "async", units.choice("async", "proxy")),
             wait=self.get(f"{path}.wait", 0.0, units.duration),
             max_wait=self.get(f"{path}.max_wait", 60.0, units.duration),
-            on_interrupt=self.get(f"{path}.on_interrupt", "auto", _choice("auto", "retry", "fail")),
-            callback=self.get(f"{path}.callback", None, _url),
+            on_interrupt=self.get(
+                f"{path}.on_interrupt", "auto", units.choice("auto", "retry", "fail")
+            ),
+            callback=self.get(f"{path}.callback", None, units.url),
         )
 
     # -- plumbing --------------------------------------------------------------
@@ -289,129 +285,3 @@ class _Reader:
         except (ValueError, TypeError) as e:
             self.src.problem(path, str(e))
             return default
-
-
-# -- value converters: raise ValueError with the message a user reads -----------
-
-
-def _text(value: object) -> str:
-    if isinstance(value, dict | list):
-        raise ValueError("expected a string")
-    return str(value)
-
-
-def _webhook_secret(value: object) -> str:
-    text = _text(value)
-    if text:
-        try:
-            Webhook(text)
-        except Exception:
-            raise ValueError("expected a Standard Webhooks secret: whsec_ then base64") from None
-    return text
-
-
-def _int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"expected a whole number, got {value!r}")
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {value!r}") from None
-
-
-def _positive(value: object) -> int:
-    number = _int(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
-
-
-def _port(value: object) -> int:
-    number = _int(value)
-    if not 0 <= number <= 65535:
-        raise ValueError("must be a port number from 0 to 65535")
-    return number
-
-
-def _workers(value: object) -> int:
-    if value == "auto":
-        return os.cpu_count() or 1
-    return _positive(value)
-
-
-def _boolean(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in {"true", "yes", "on", "1"}:
-        return True
-    if str(value).lower() in {"false", "no", "off", "0", ""}:
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _base_url(value: object) -> str | None:
-    text = _text(value).strip()
-    if not text or text == "null":
-        return None
-    parts = urlsplit(text)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
-    if parts.query or parts.fragment:
-        raise ValueError("a base URL takes no query or fragment")
-    return text.rstrip("/")
-
-
-def _url(value: object) -> str | None:
-    text = _text(value).strip()
-    if not text or text == "null":
-        return None
-    parts = urlsplit(text)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
-    return text
-
-
-def _prefix(value: object) -> str:
-    text = _text(value)
-    if not text.startswith("/") or text == "/":
-        raise ValueError("must be a path starting with / such as /_gateway/jobs")
-    return text.rstrip("/")
-
-
-def _route_path(value: object) -> str:
-    text = _text(value)
-    if not text.startswith("/"):
-        raise ValueError("must start with /")
-    return text
-
-
-def _names(value: object) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("expected a list of names")
-    return list(value)
-
-
-def _methods(value: object) -> list[str]:
-    names = [m.upper() for m in _names(value)]
-    unknown = [m for m in names if m not in HTTP_METHODS]
-    if unknown:
-        raise ValueError(f"unknown HTTP method {unknown[0]!r}")
-    return names
-
-
-def _statuses(value: object) -> list[int]:
-    if not isinstance(value, list):
-        raise ValueError("expected a list of status codes")
-    codes = [_int(v) for v in value]
-    if any(not 100 <= c <= 599 for c in codes):
-        raise ValueError("status codes run from 100 to 599")
-    return codes
-
-
-def _choice(*options: str) -> Callable[[object], Any]:
-    def convert(value: object) -> str:
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
-        return str(value)
-
-    return convert

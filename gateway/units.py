@@ -1,9 +1,21 @@
-"""Durations and sizes as the configuration writes them: pure parsing, no I/O."""
+"""Values as the configuration writes them: durations, sizes, URLs, names. Pure parsing.
+
+Each function returns the value or raises ValueError with the message a user reads.
+"""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
 
+from standardwebhooks.webhooks import Webhook
+
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|m|mb|g|gb)?\s*$", re.IGNORECASE)
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -40,3 +52,126 @@ def size(value: object) -> int:
         raise ValueError(f"{value!r} is not a size such as 512KB, 10MB or 1GB")
     unit = (match.group(2) or "b").lower()[0]
     return int(match.group(1)) * _BYTES[unit]
+
+
+def string(value: object) -> str:
+    if isinstance(value, dict | list):
+        raise ValueError("expected a string")
+    return str(value)
+
+
+def webhook_secret(value: object) -> str:
+    text = string(value)
+    if text:
+        try:
+            Webhook(text)
+        except Exception:
+            raise ValueError("expected a Standard Webhooks secret: whsec_ then base64") from None
+    return text
+
+
+def whole(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+
+
+def positive(value: object) -> int:
+    number = whole(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def port(value: object) -> int:
+    number = whole(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("must be a port number from 0 to 65535")
+    return number
+
+
+def workers(value: object) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    return positive(value)
+
+
+def boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in {"true", "yes", "on", "1"}:
+        return True
+    if str(value).lower() in {"false", "no", "off", "0", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def base_url(value: object) -> str | None:
+    text = string(value).strip()
+    if not text or text == "null":
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("a base URL takes no query or fragment")
+    return text.rstrip("/")
+
+
+def url(value: object) -> str | None:
+    text = string(value).strip()
+    if not text or text == "null":
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    return text
+
+
+def prefix(value: object) -> str:
+    text = string(value)
+    if not text.startswith("/") or text == "/":
+        raise ValueError("must be a path starting with / such as /_gateway/jobs")
+    return text.rstrip("/")
+
+
+def route_path(value: object) -> str:
+    text = string(value)
+    if not text.startswith("/"):
+        raise ValueError("must start with /")
+    return text
+
+
+def name_list(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("expected a list of names")
+    return list(value)
+
+
+def methods(value: object) -> list[str]:
+    names = [m.upper() for m in name_list(value)]
+    unknown = [m for m in names if m not in HTTP_METHODS]
+    if unknown:
+        raise ValueError(f"unknown HTTP method {unknown[0]!r}")
+    return names
+
+
+def statuses(value: object) -> list[int]:
+    if not isinstance(value, list):
+        raise ValueError("expected a list of status codes")
+    codes = [whole(v) for v in value]
+    if any(not 100 <= c <= 599 for c in codes):
+        raise ValueError("status codes run from 100 to 599")
+    return codes
+
+
+def choice(*options: str) -> Callable[[object], Any]:
+    def convert(value: object) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return str(value)
+
+    return convert

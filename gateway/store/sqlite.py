@@ -1,7 +1,8 @@
 """The embedded default Store: one SQLite file in WAL mode, `synchronous=FULL`.
 
 Writes go through the single group-commit Writer; reads use a separate aiosqlite connection, so
-a replay streams its body piece by piece while writes go on. No SQL lives outside this module.
+a replay streams its body piece by piece while writes go on. SQL lives here and in
+`statements.py`, nowhere else.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import aiosqlite
 
-from gateway.errors import IdempotencyConflict, StorageError
+from gateway.errors import StorageError
 from gateway.jobs import (
     Answer,
     Callback,
@@ -23,69 +24,12 @@ from gateway.jobs import (
     NewJob,
     Status,
     fingerprint,
-    new_webhook_id,
 )
 from gateway.store import Part
+from gateway.store import statements as sql
 from gateway.store.writer import Writer
 
 BUSY_TIMEOUT_MS = 5000
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    route TEXT NOT NULL,
-    upstream TEXT NOT NULL,
-    status TEXT NOT NULL,
-    method TEXT NOT NULL,
-    target TEXT NOT NULL,
-    request_headers TEXT,
-    request_size INTEGER NOT NULL DEFAULT 0,
-    retry_on_interrupt INTEGER NOT NULL,
-    binding TEXT NOT NULL DEFAULT '',
-    callback TEXT,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before REAL NOT NULL DEFAULT 0,
-    owner TEXT,
-    lease_until REAL,
-    expires_at REAL,
-    answer TEXT,
-    failure TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (upstream, seq) WHERE status = 'queued';
-CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_until) WHERE status = 'running';
-CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_receiving ON jobs (created_at) WHERE status = 'receiving';
-CREATE TABLE IF NOT EXISTS bodies (
-    job_id TEXT NOT NULL,
-    part INTEGER NOT NULL,
-    n INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (job_id, part, n)
-);
-CREATE TABLE IF NOT EXISTS idempotency (
-    key TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    fingerprint TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idempotency_job ON idempotency (job_id);
-CREATE TABLE IF NOT EXISTS callbacks (
-    webhook_id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    url TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS callbacks_due ON callbacks (next_at);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-_COLUMNS = (
-    "id, route, upstream, status, method, target, created_at, attempts, started_at, finished_at,"
-    " request_headers, request_size, retry_on_interrupt, binding, callback, owner, lease_until,"
-    " answer, failure"
-)
 
 
 def _connect(path: str, schema: bool) -> sqlite3.Connection:
@@ -95,7 +39,7 @@ def _connect(path: str, schema: bool) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA journal_size_limit = 67108864")
     if schema:
-        conn.executescript(SCHEMA)
+        conn.executescript(sql.SCHEMA)
     return conn
 
 
@@ -145,18 +89,18 @@ class SQLiteStore:
         digest.update(first)
         second = await anext(body, None)
         if second is None:  # the common case: the whole request in one transaction
-            kept = await self._writer.run(lambda c: _enqueue(c, job, digest.hexdigest(), first))
+            kept = await self._writer.run(lambda c: sql.enqueue(c, job, digest.hexdigest(), first))
             return await self._job(kept)
-        await self._writer.run(lambda c: _insert(c, job, Status.RECEIVING, first))
+        await self._writer.run(lambda c: sql.insert(c, job, Status.RECEIVING, first))
         try:
             size, n = len(first), 1
             async for chunk in _chain(second, body):
                 digest.update(chunk)
-                await self._writer.run(_put_chunk(job.id, Part.REQUEST, n, chunk))
+                await self._writer.run(sql.put_chunk(job.id, Part.REQUEST, n, chunk))
                 size, n = size + len(chunk), n + 1
-            kept = await self._writer.run(lambda c: _enqueue(c, job, digest.hexdigest(), size))
+            kept = await self._writer.run(lambda c: sql.enqueue(c, job, digest.hexdigest(), size))
         except BaseException:
-            await self._writer.run(lambda c: _delete(c, job.id))
+            await self._writer.run(lambda c: sql.delete(c, job.id))
             raise
         return await self._job(kept)
 
@@ -164,11 +108,11 @@ class SQLiteStore:
 
     async def get(self, job_id: str, now: float) -> Job | None:
         row = await self._read_one(
-            f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND status != 'receiving'"
+            f"SELECT {sql.COLUMNS} FROM jobs WHERE id = ? AND status != 'receiving'"
             " AND (expires_at IS NULL OR expires_at > ?)",
             (job_id, now),
         )
-        return _job(row) if row else None
+        return sql.job_of(row) if row else None
 
     async def _job(self, job_id: str) -> Job:
         job = await self.get(job_id, 0.0)
@@ -234,8 +178,8 @@ class SQLiteStore:
         return int(row[0])
 
     async def running(self) -> list[Job]:
-        rows = await self._read_all(f"SELECT {_COLUMNS} FROM jobs WHERE status = 'running'", ())
-        return [_job(r) for r in rows]
+        rows = await self._read_all(f"SELECT {sql.COLUMNS} FROM jobs WHERE status = 'running'", ())
+        return [sql.job_of(r) for r in rows]
 
     # -- transitions, each a compare-and-set --------------------------------------
 
@@ -245,7 +189,7 @@ class SQLiteStore:
                 "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, started_at = ?,"
                 " attempts = attempts + 1 WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued'"
                 " AND upstream = ? AND not_before <= ? ORDER BY seq LIMIT 1) AND status = 'queued'"
-                f" RETURNING {_COLUMNS}",
+                f" RETURNING {sql.COLUMNS}",
                 (owner, lease_until, now, upstream, now),
             ).fetchone()
             if row is not None:
@@ -253,7 +197,7 @@ class SQLiteStore:
             return row
 
         row = await self._writer.run(op)
-        return _job(row) if row else None
+        return sql.job_of(row) if row else None
 
     async def complete(
         self,
@@ -267,18 +211,18 @@ class SQLiteStore:
         size, n = 0, 0
         try:
             async for chunk in body:
-                await self._writer.run(_put_chunk(job_id, Part.ANSWER, n, chunk))
+                await self._writer.run(sql.put_chunk(job_id, Part.ANSWER, n, chunk))
                 size, n = size + len(chunk), n + 1
         except BaseException:
-            await self._writer.run(_drop_part(job_id, Part.ANSWER))
+            await self._writer.run(sql.drop_part(job_id, Part.ANSWER))
             raise
         head = json.dumps([answer.status, answer.reason, answer.headers, size])
 
         def op(c: sqlite3.Connection) -> bool:
-            done = _finish(c, job_id, owner, "completed", now, expires_at, answer=head)
+            done = sql.finish(c, job_id, owner, "completed", now, expires_at, answer=head)
             if done:
                 c.execute("UPDATE jobs SET request_headers = NULL WHERE id = ?", (job_id,))
-            _drop_part(job_id, Part.REQUEST if done else Part.ANSWER)(c)
+            sql.drop_part(job_id, Part.REQUEST if done else Part.ANSWER)(c)
             return done
 
         return await self._writer.run(op)
@@ -288,7 +232,7 @@ class SQLiteStore:
     ) -> bool:
         cause = json.dumps([failure.kind, failure.detail, failure.sent])
         return await self._writer.run(
-            lambda c: _finish(c, job_id, owner, "failed", now, expires_at, failure=cause)
+            lambda c: sql.finish(c, job_id, owner, "failed", now, expires_at, failure=cause)
         )
 
     async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
@@ -316,7 +260,7 @@ class SQLiteStore:
             )
             if done:
                 c.execute("DELETE FROM bodies WHERE job_id = ?", (job_id,))
-                _owe_callback(c, job_id, now)
+                sql.owe_callback(c, job_id, now)
             return done
 
         return await self._writer.run(op)
@@ -326,7 +270,7 @@ class SQLiteStore:
             row = c.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or row[0] not in ("completed", "failed", "canceled"):
                 return False
-            _delete(c, job_id)
+            sql.delete(c, job_id)
             return True
 
         return await self._writer.run(op)
@@ -364,180 +308,13 @@ class SQLiteStore:
                 )
             ]
             for job_id in ids:
-                _delete(c, job_id)
+                sql.delete(c, job_id)
             return len(ids)
 
         return await self._writer.run(op)
-
-
-# -- operations run by the writer, inside its transaction ----------------------
-
-
-def _insert(c: sqlite3.Connection, job: NewJob, status: Status, first: bytes) -> None:
-    c.execute(
-        "INSERT INTO jobs (id, route, upstream, status, method, target, request_headers,"
-        " request_size, retry_on_interrupt, binding, callback, created_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            job.id,
-            job.route,
-            job.upstream,
-            str(status),
-            job.method,
-            job.target,
-            json.dumps(job.headers),
-            len(first),
-            int(job.retry_on_interrupt),
-            job.binding,
-            job.callback,
-            job.created_at,
-        ),
-    )
-    c.execute("INSERT INTO bodies VALUES (?, ?, 0, ?)", (job.id, Part.REQUEST, first))
-
-
-def _enqueue(c: sqlite3.Connection, job: NewJob, digest: str, body: bytes | int) -> str:
-    """Queue the job (its whole body, or the size of one received in pieces); the id kept.
-
-    A live job already stored under the same Idempotency-Key is kept instead, if it is the
-    same request; another request under that key is a conflict.
-    """
-    if job.idempotency_key:
-        earlier = c.execute(
-            "SELECT i.job_id, i.fingerprint FROM idempotency i JOIN jobs j ON j.id = i.job_id"
-            " WHERE i.key = ? AND j.status != 'receiving'"
-            " AND (j.expires_at IS NULL OR j.expires_at > ?)",
-            (job.idempotency_key, job.created_at),
-        ).fetchone()
-        if earlier is not None:
-            if earlier[1] != digest:
-                raise IdempotencyConflict("the key was used for another request")
-            if isinstance(body, int):
-                _delete(c, job.id)
-            return str(earlier[0])
-        c.execute(
-            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)",
-            (job.idempotency_key, job.id, digest),
-        )
-    if isinstance(body, bytes):
-        _insert(c, job, Status.QUEUED, body)
-    else:
-        c.execute(
-            "UPDATE jobs SET status = 'queued', request_size = ? WHERE id = ?"
-            " AND status = 'receiving'",
-            (body, job.id),
-        )
-    return job.id
-
-
-def _put_chunk(
-    job_id: str, part: Part, n: int, data: bytes
-) -> Callable[[sqlite3.Connection], None]:
-    def op(c: sqlite3.Connection) -> None:
-        c.execute("INSERT OR REPLACE INTO bodies VALUES (?, ?, ?, ?)", (job_id, part, n, data))
-
-    return op
-
-
-def _drop_part(job_id: str, part: Part) -> Callable[[sqlite3.Connection], None]:
-    def op(c: sqlite3.Connection) -> None:
-        c.execute("DELETE FROM bodies WHERE job_id = ? AND part = ?", (job_id, part))
-
-    return op
-
-
-def _delete(c: sqlite3.Connection, job_id: str) -> None:
-    c.execute("DELETE FROM idempotency WHERE job_id = ?", (job_id,))
-    c.execute("DELETE FROM bodies WHERE job_id = ?", (job_id,))
-    c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-
-
-def _finish(
-    c: sqlite3.Connection,
-    job_id: str,
-    owner: str,
-    status: str,
-    now: float,
-    expires_at: float,
-    answer: str | None = None,
-    failure: str | None = None,
-) -> bool:
-    cursor = c.execute(
-        "UPDATE jobs SET status = ?, finished_at = ?, expires_at = ?, owner = NULL,"
-        " lease_until = NULL, answer = ?, failure = ?"
-        " WHERE id = ? AND status = 'running' AND owner = ?",
-        (status, now, expires_at, answer, failure, job_id, owner),
-    )
-    if cursor.rowcount != 1:
-        return False
-    _owe_callback(c, job_id, now)
-    return True
-
-
-def _owe_callback(c: sqlite3.Connection, job_id: str, now: float) -> None:
-    """In the transaction that ends the job, so the callback survives any restart."""
-    c.execute(
-        "INSERT INTO callbacks (webhook_id, job_id, url, next_at)"
-        " SELECT ?, id, callback, ? FROM jobs WHERE id = ? AND callback IS NOT NULL",
-        (new_webhook_id(), now, job_id),
-    )
 
 
 async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     yield head
     async for chunk in rest:
         yield chunk
-
-
-def _job(row: Any) -> Job:
-    (
-        job_id,
-        route,
-        upstream,
-        status,
-        method,
-        target,
-        created_at,
-        attempts,
-        started_at,
-        finished_at,
-        request_headers,
-        request_size,
-        retry_on_interrupt,
-        binding,
-        callback,
-        owner,
-        lease_until,
-        answer,
-        failure,
-    ) = row
-    return Job(
-        id=job_id,
-        route=route,
-        upstream=upstream,
-        status=Status(status),
-        method=method,
-        target=target,
-        created_at=created_at,
-        attempts=attempts,
-        started_at=started_at,
-        finished_at=finished_at,
-        request_headers=_headers(json.loads(request_headers)) if request_headers else None,
-        request_size=request_size,
-        retry_on_interrupt=bool(retry_on_interrupt),
-        binding=binding,
-        callback=callback,
-        owner=owner,
-        lease_until=lease_until,
-        answer=_answer(json.loads(answer)) if answer else None,
-        failure=Failure(*json.loads(failure)) if failure else None,
-    )
-
-
-def _headers(pairs: list[list[str]]) -> tuple[tuple[str, str], ...]:
-    return tuple((name, value) for name, value in pairs)
-
-
-def _answer(fields: list[Any]) -> Answer:
-    status, reason, headers, size = fields
-    return Answer(status, reason, _headers(headers), size)

@@ -1,0 +1,236 @@
+"""SQL for the SQLite store: the schema, row mapping, and the operations the writer runs.
+
+Each operation is a plain function of a sqlite3 connection, run inside the writer's transaction;
+nothing here awaits or opens connections.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from gateway.errors import IdempotencyConflict
+from gateway.jobs import Answer, Failure, Job, NewJob, Status, new_webhook_id
+from gateway.store import Part
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    route TEXT NOT NULL,
+    upstream TEXT NOT NULL,
+    status TEXT NOT NULL,
+    method TEXT NOT NULL,
+    target TEXT NOT NULL,
+    request_headers TEXT,
+    request_size INTEGER NOT NULL DEFAULT 0,
+    retry_on_interrupt INTEGER NOT NULL,
+    binding TEXT NOT NULL DEFAULT '',
+    callback TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    owner TEXT,
+    lease_until REAL,
+    expires_at REAL,
+    answer TEXT,
+    failure TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (upstream, seq) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_until) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_receiving ON jobs (created_at) WHERE status = 'receiving';
+CREATE TABLE IF NOT EXISTS bodies (
+    job_id TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, part, n)
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_job ON idempotency (job_id);
+CREATE TABLE IF NOT EXISTS callbacks (
+    webhook_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS callbacks_due ON callbacks (next_at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+COLUMNS = (
+    "id, route, upstream, status, method, target, created_at, attempts, started_at, finished_at,"
+    " request_headers, request_size, retry_on_interrupt, binding, callback, owner, lease_until,"
+    " answer, failure"
+)
+
+
+def insert(c: sqlite3.Connection, job: NewJob, status: Status, first: bytes) -> None:
+    c.execute(
+        "INSERT INTO jobs (id, route, upstream, status, method, target, request_headers,"
+        " request_size, retry_on_interrupt, binding, callback, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            job.id,
+            job.route,
+            job.upstream,
+            str(status),
+            job.method,
+            job.target,
+            json.dumps(job.headers),
+            len(first),
+            int(job.retry_on_interrupt),
+            job.binding,
+            job.callback,
+            job.created_at,
+        ),
+    )
+    c.execute("INSERT INTO bodies VALUES (?, ?, 0, ?)", (job.id, Part.REQUEST, first))
+
+
+def enqueue(c: sqlite3.Connection, job: NewJob, digest: str, body: bytes | int) -> str:
+    """Queue the job (its whole body, or the size of one received in pieces); the id kept.
+
+    A live job already stored under the same Idempotency-Key is kept instead, if it is the
+    same request; another request under that key is a conflict.
+    """
+    if job.idempotency_key:
+        earlier = c.execute(
+            "SELECT i.job_id, i.fingerprint FROM idempotency i JOIN jobs j ON j.id = i.job_id"
+            " WHERE i.key = ? AND j.status != 'receiving'"
+            " AND (j.expires_at IS NULL OR j.expires_at > ?)",
+            (job.idempotency_key, job.created_at),
+        ).fetchone()
+        if earlier is not None:
+            if earlier[1] != digest:
+                raise IdempotencyConflict("the key was used for another request")
+            if isinstance(body, int):
+                delete(c, job.id)
+            return str(earlier[0])
+        c.execute(
+            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)",
+            (job.idempotency_key, job.id, digest),
+        )
+    if isinstance(body, bytes):
+        insert(c, job, Status.QUEUED, body)
+    else:
+        c.execute(
+            "UPDATE jobs SET status = 'queued', request_size = ? WHERE id = ?"
+            " AND status = 'receiving'",
+            (body, job.id),
+        )
+    return job.id
+
+
+def put_chunk(job_id: str, part: Part, n: int, data: bytes) -> Callable[[sqlite3.Connection], None]:
+    def op(c: sqlite3.Connection) -> None:
+        c.execute("INSERT OR REPLACE INTO bodies VALUES (?, ?, ?, ?)", (job_id, part, n, data))
+
+    return op
+
+
+def drop_part(job_id: str, part: Part) -> Callable[[sqlite3.Connection], None]:
+    def op(c: sqlite3.Connection) -> None:
+        c.execute("DELETE FROM bodies WHERE job_id = ? AND part = ?", (job_id, part))
+
+    return op
+
+
+def delete(c: sqlite3.Connection, job_id: str) -> None:
+    c.execute("DELETE FROM idempotency WHERE job_id = ?", (job_id,))
+    c.execute("DELETE FROM bodies WHERE job_id = ?", (job_id,))
+    c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+
+def finish(
+    c: sqlite3.Connection,
+    job_id: str,
+    owner: str,
+    status: str,
+    now: float,
+    expires_at: float,
+    answer: str | None = None,
+    failure: str | None = None,
+) -> bool:
+    cursor = c.execute(
+        "UPDATE jobs SET status = ?, finished_at = ?, expires_at = ?, owner = NULL,"
+        " lease_until = NULL, answer = ?, failure = ?"
+        " WHERE id = ? AND status = 'running' AND owner = ?",
+        (status, now, expires_at, answer, failure, job_id, owner),
+    )
+    if cursor.rowcount != 1:
+        return False
+    owe_callback(c, job_id, now)
+    return True
+
+
+def owe_callback(c: sqlite3.Connection, job_id: str, now: float) -> None:
+    """In the transaction that ends the job, so the callback survives any restart."""
+    c.execute(
+        "INSERT INTO callbacks (webhook_id, job_id, url, next_at)"
+        " SELECT ?, id, callback, ? FROM jobs WHERE id = ? AND callback IS NOT NULL",
+        (new_webhook_id(), now, job_id),
+    )
+
+
+def job_of(row: Any) -> Job:
+    (
+        job_id,
+        route,
+        upstream,
+        status,
+        method,
+        target,
+        created_at,
+        attempts,
+        started_at,
+        finished_at,
+        request_headers,
+        request_size,
+        retry_on_interrupt,
+        binding,
+        callback,
+        owner,
+        lease_until,
+        answer,
+        failure,
+    ) = row
+    return Job(
+        id=job_id,
+        route=route,
+        upstream=upstream,
+        status=Status(status),
+        method=method,
+        target=target,
+        created_at=created_at,
+        attempts=attempts,
+        started_at=started_at,
+        finished_at=finished_at,
+        request_headers=_headers(json.loads(request_headers)) if request_headers else None,
+        request_size=request_size,
+        retry_on_interrupt=bool(retry_on_interrupt),
+        binding=binding,
+        callback=callback,
+        owner=owner,
+        lease_until=lease_until,
+        answer=_answer(json.loads(answer)) if answer else None,
+        failure=Failure(*json.loads(failure)) if failure else None,
+    )
+
+
+def _headers(pairs: list[list[str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, value) for name, value in pairs)
+
+
+def _answer(fields: list[Any]) -> Answer:
+    status, reason, headers, size = fields
+    return Answer(status, reason, _headers(headers), size)
