@@ -110,12 +110,11 @@ def boolean(value: object) -> bool:
 
 
 def base_url(value: object) -> str | None:
-    text = string(value).strip()
-    if not text or text == "null":
+    """An http(s) URL that paths are appended to: no query or fragment, no trailing slash."""
+    text = url(value)
+    if text is None:
         return None
     parts = urlsplit(text)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
     if parts.query or parts.fragment:
         raise ValueError("a base URL takes no query or fragment")
     return text.rstrip("/")

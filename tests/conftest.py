@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -52,6 +53,13 @@ upstreams:
 routes:{routes}
 {extra}
 """
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain client for gateways running as subprocesses."""
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 @pytest.fixture
@@ -103,3 +111,16 @@ async def settled(client: TestClient[Any, Any], location: str, **kwargs: Any) ->
         return response
 
     return await wait_for(done)
+
+
+async def final(http: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> Any:
+    """GET a status URL until the job ends: (status code, job state, body)."""
+
+    async def done() -> Any:
+        async with http.get(url) as response:
+            body = await response.read()
+            if response.headers["X-Gateway-Job-Status"] in ("queued", "running"):
+                return None
+            return response.status, response.headers["X-Gateway-Job-Status"], body
+
+    return await wait_for(done, timeout)

@@ -9,28 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
-from tests.conftest import config_text, wait_for
+from tests.conftest import config_text, final, wait_for
 from tests.fakes import FakeUpstream
 from tests.processes import GatewayProcess, free_port
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def final(http: aiohttp.ClientSession, url: str, timeout: float = 20.0) -> Any:
-    async def done() -> Any:
-        async with http.get(url) as response:
-            body = await response.read()
-            if response.headers["X-Gateway-Job-Status"] in ("queued", "running"):
-                return None
-            return response.status, body
-
-    return await wait_for(done, timeout)
 
 
 def write_config(tmp_path: Path, upstream_url: str, **kwargs: Any) -> Path:
@@ -48,7 +30,8 @@ async def test_serve_logs_json_and_drains_on_sigterm(
         async with http.post(gateway.url + "/async/x", data=b"hi") as response:
             assert response.status == 202
             location = response.headers["Location"]
-        assert await final(http, location) == (200, await _echo_body(http, location))
+        status, state, body = await final(http, location)
+        assert (status, state) == (200, "completed") and json.loads(body)["size"] == 2
         gateway.signal(signal.SIGTERM)
         assert await gateway.wait_exit() == 0
     finally:
@@ -57,11 +40,6 @@ async def test_serve_logs_json_and_drains_on_sigterm(
     events = [json.loads(line)["event"] for line in lines]  # every line is one JSON object
     assert events[0] == "listening" and "draining" in events and events[-1] == "stopped"
     assert "access" in events and "job_ended" in events
-
-
-async def _echo_body(http: aiohttp.ClientSession, location: str) -> bytes:
-    async with http.get(location) as response:
-        return await response.read()
 
 
 async def test_queued_jobs_survive_kill_9(
@@ -85,10 +63,10 @@ async def test_queued_jobs_survive_kill_9(
     second = await GatewayProcess(args, tmp_path / "log", port=free_port()).start()
     try:
         # The POST cut off mid-call is not sent again: its outcome is unknown.
-        status, body = await final(http, locations[0].format(second.url))
+        status, _, body = await final(http, locations[0].format(second.url))
         assert status == 502 and json.loads(body)["cause"] == "interrupted"
         for location in locations[1:]:
-            status, body = await final(http, location.format(second.url))
+            status, _, body = await final(http, location.format(second.url))
             assert status == 200 and json.loads(body)["path_qs"].startswith("/async/n")
         expected = [f"/async/n{i}?hold=1" for i in range(5)]
         assert sorted(s.path_qs for s in upstream.seen) == expected
@@ -104,7 +82,7 @@ async def test_demo_shows_202_then_the_replay(tmp_path: Path, http: aiohttp.Clie
         async with http.post(demo.url + "/slow/report?seconds=0.2", data=b"hello") as response:
             assert response.status == 202
             location = response.headers["Location"]
-        status, body = await final(http, location)
+        status, _, body = await final(http, location)
         assert status == 201
         assert json.loads(body)["received_bytes"] == 5
     finally:

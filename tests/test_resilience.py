@@ -9,39 +9,21 @@ import resource
 import signal
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import config_text, wait_for
+from tests.conftest import config_text, final, wait_for
 from tests.fakes import FakeUpstream, header_values
 from tests.processes import GatewayProcess
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def config_file(tmp_path: Path, fake: FakeUpstream, **kwargs: Any) -> list[str]:
     path = tmp_path / "gateway.yaml"
     path.write_text(config_text(fake.url, str(tmp_path / "gateway.db"), **kwargs))
     return ["serve", "--config", str(path)]
-
-
-async def final(http: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> Any:
-    async def done() -> Any:
-        async with http.get(url) as response:
-            body = await response.read()
-            if response.headers["X-Gateway-Job-Status"] in ("queued", "running"):
-                return None
-            return response.status, response.headers["X-Gateway-Job-Status"], body
-
-    return await wait_for(done, timeout)
 
 
 def job_ids_seen(upstream: FakeUpstream) -> Counter[str]:

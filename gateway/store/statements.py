@@ -67,11 +67,28 @@ CREATE TABLE IF NOT EXISTS callbacks (
 CREATE INDEX IF NOT EXISTS callbacks_due ON callbacks (next_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-COLUMNS = (
-    "id, route, upstream, status, method, target, created_at, attempts, started_at, finished_at,"
-    " request_headers, request_size, retry_on_interrupt, binding, callback, owner, lease_until,"
-    " answer, failure"
+_NAMES = (
+    "id",
+    "route",
+    "upstream",
+    "status",
+    "method",
+    "target",
+    "created_at",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "request_headers",
+    "request_size",
+    "retry_on_interrupt",
+    "binding",
+    "callback",
+    "owner",
+    "lease_until",
+    "answer",
+    "failure",
 )
+COLUMNS = ", ".join(_NAMES)
 
 
 def insert(c: sqlite3.Connection, job: NewJob, status: Status, first: bytes) -> None:
@@ -183,47 +200,18 @@ def owe_callback(c: sqlite3.Connection, job_id: str, now: float) -> None:
 
 
 def job_of(row: Any) -> Job:
-    (
-        job_id,
-        route,
-        upstream,
-        status,
-        method,
-        target,
-        created_at,
-        attempts,
-        started_at,
-        finished_at,
-        request_headers,
-        request_size,
-        retry_on_interrupt,
-        binding,
-        callback,
-        owner,
-        lease_until,
-        answer,
-        failure,
-    ) = row
+    """A Job from a row of COLUMNS, whose names are the Job's own fields."""
+    fields = dict(zip(_NAMES, row, strict=True))
+    headers, answer, failure = fields["request_headers"], fields["answer"], fields["failure"]
     return Job(
-        id=job_id,
-        route=route,
-        upstream=upstream,
-        status=Status(status),
-        method=method,
-        target=target,
-        created_at=created_at,
-        attempts=attempts,
-        started_at=started_at,
-        finished_at=finished_at,
-        request_headers=_headers(json.loads(request_headers)) if request_headers else None,
-        request_size=request_size,
-        retry_on_interrupt=bool(retry_on_interrupt),
-        binding=binding,
-        callback=callback,
-        owner=owner,
-        lease_until=lease_until,
-        answer=_answer(json.loads(answer)) if answer else None,
-        failure=Failure(*json.loads(failure)) if failure else None,
+        **{
+            **fields,
+            "status": Status(fields["status"]),
+            "retry_on_interrupt": bool(fields["retry_on_interrupt"]),
+            "request_headers": _headers(json.loads(headers)) if headers else None,
+            "answer": _answer(json.loads(answer)) if answer else None,
+            "failure": Failure(*json.loads(failure)) if failure else None,
+        }
     )
 
 
