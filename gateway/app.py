@@ -74,7 +74,7 @@ class AccessLog(AbstractAccessLogger):
         )
 
 
-async def serve(config: Config, host: str, port: int) -> None:
+async def serve(config: Config, host: str, port: int, shared_port: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, then drain as the contract says and return."""
     app = create_app(config)
     runner = web.AppRunner(
@@ -82,7 +82,7 @@ async def serve(config: Config, host: str, port: int) -> None:
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_port=config.server.workers > 1)
+        site = web.TCPSite(runner, host, port, reuse_port=shared_port)
         await site.start()
         log.info(
             "listening",

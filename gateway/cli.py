@@ -30,6 +30,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         line.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS})
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(serve)
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     check = commands.add_parser("check", help="validate the configuration file")
     _config_arg(check)
     demo = commands.add_parser("demo", help="run the gateway in front of a bundled slow backend")
@@ -92,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         setup_logging()
         if args.command == "serve":
-            return _serve(configuration.load(path), args.host, args.port)
+            return _serve(configuration.load(path), path, args)
         if args.command == "demo":
             from gateway import demo
 
@@ -110,10 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def _serve(config: configuration.Config, host: str | None, port: int | None) -> int:
+def _serve(config: configuration.Config, path: str, args: argparse.Namespace) -> int:
     from gateway.app import serve
 
-    run_async(
-        serve(config, host or config.server.host, config.server.port if port is None else port)
-    )
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
+    workers = config.server.workers
+    if workers > 1 and not args.worker:
+        from gateway.workers import Supervisor, worker_command
+
+        return Supervisor(worker_command(path, host, port), workers).run()
+    run_async(serve(config, host, port, shared_port=workers > 1))
     return 0

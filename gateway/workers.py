@@ -1,0 +1,76 @@
+"""`server.workers` above 1: worker processes sharing the port (SO_REUSEPORT) and the store.
+
+The parent serves nothing itself: it starts the workers, forwards SIGTERM and SIGINT so each
+drains, restarts a worker that dies unexpectedly, and exits 0 once all have drained. Workers
+never run one job twice: every claim in the shared store is a compare-and-set.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+log = logging.getLogger("gateway.workers")
+RESTART_DELAY = 1.0
+
+
+class Supervisor:
+    def __init__(self, command: Sequence[str], count: int) -> None:
+        self._command = list(command)
+        self._count = count
+        self._stopping = False
+        self._workers: list[subprocess.Popen[bytes]] = []
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        self._workers = [self._spawn() for _ in range(self._count)]
+        while not self._stopping:
+            for i, worker in enumerate(self._workers):
+                if worker.poll() is not None and not self._stopping:
+                    log.error(
+                        "worker died",
+                        extra={
+                            "event": "worker_died",
+                            "pid": worker.pid,
+                            "code": worker.returncode,
+                        },
+                    )
+                    time.sleep(RESTART_DELAY)
+                    self._workers[i] = self._spawn()
+            time.sleep(0.2)
+        codes = [worker.wait() for worker in self._workers]
+        log.info("workers stopped", extra={"event": "workers_stopped", "codes": codes})
+        return 0 if all(code == 0 for code in codes) else 1
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        worker = subprocess.Popen(self._command)
+        log.info("worker started", extra={"event": "worker_started", "pid": worker.pid})
+        return worker
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+        for worker in self._workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+
+def worker_command(config_path: str, host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--config",
+        config_path,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--worker",
+    ]
