@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from gateway.errors import IdempotencyConflict
 from gateway.jobs import Answer, Failure, Job, NewJob, Status
-from gateway.store import CHUNK, Part, Store
+from gateway.store import CHUNK, Part, Store, statements
 from gateway.store.memory import MemoryStore
 from gateway.store.sqlite import SQLiteStore
 
@@ -265,3 +266,22 @@ async def test_ending_a_job_owes_its_callback_in_the_same_step(store: Store) -> 
     assert again is not None and again.webhook_id == owed.webhook_id and again.attempts == 2
     await store.callback_done(owed.webhook_id)
     assert await store.due_callback(T0 + 999, T0 + 999) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "args", "indexes"),
+    [
+        (statements.EXPIRED, (T0, T0), {"jobs_expiry", "jobs_receiving"}),
+        (statements.CLAIM, ("w", T0, T0, "up", T0), {"jobs_queue"}),
+    ],
+)
+async def test_sweep_and_claim_are_found_by_index(
+    tmp_path: Path, query: str, args: tuple[object, ...], indexes: set[str]
+) -> None:
+    store = SQLiteStore(str(tmp_path / "plan.db"))
+    await store.open()
+    await store.close()
+    with sqlite3.connect(tmp_path / "plan.db") as db:
+        plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query, args))
+    assert all(f"INDEX {name}" in plan for name in indexes), plan
+    assert "SCAN jobs" not in plan, plan  # never a walk over every live job

@@ -185,13 +185,7 @@ class SQLiteStore:
 
     async def claim(self, upstream: str, owner: str, now: float, lease_until: float) -> Job | None:
         def op(c: sqlite3.Connection) -> Any:
-            row = c.execute(
-                "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, started_at = ?,"
-                " attempts = attempts + 1 WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued'"
-                " AND upstream = ? AND not_before <= ? ORDER BY seq LIMIT 1) AND status = 'queued'"
-                f" RETURNING {sql.COLUMNS}",
-                (owner, lease_until, now, upstream, now),
-            ).fetchone()
+            row = c.execute(sql.CLAIM, (owner, lease_until, now, upstream, now)).fetchone()
             if row is not None:
                 c.execute("DELETE FROM bodies WHERE job_id = ? AND part = ?", (row[0], Part.ANSWER))
             return row
@@ -299,14 +293,7 @@ class SQLiteStore:
 
     async def purge(self, now: float, stale_before: float) -> int:
         def op(c: sqlite3.Connection) -> int:
-            ids = [
-                r[0]
-                for r in c.execute(
-                    "SELECT id FROM jobs WHERE expires_at <= ? UNION ALL"
-                    " SELECT id FROM jobs WHERE status = 'receiving' AND created_at < ? LIMIT 500",
-                    (now, stale_before),
-                )
-            ]
+            ids = [r[0] for r in c.execute(sql.EXPIRED, (now, stale_before))]
             for job_id in ids:
                 sql.delete(c, job_id)
             return len(ids)

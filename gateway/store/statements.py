@@ -89,6 +89,19 @@ _NAMES = (
     "failure",
 )
 COLUMNS = ", ".join(_NAMES)
+# The oldest due queued job of one upstream, taken only if still queued (compare-and-set).
+CLAIM = (
+    "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, started_at = ?,"
+    " attempts = attempts + 1 WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued'"
+    " AND upstream = ? AND not_before <= ? ORDER BY seq LIMIT 1) AND status = 'queued'"
+    f" RETURNING {COLUMNS}"
+)
+# A batch of jobs past retention and of abandoned uploads, found by index: the sweep costs what
+# it deletes, whatever the number of live jobs.
+EXPIRED = (
+    "SELECT id FROM jobs WHERE expires_at <= ? UNION ALL"
+    " SELECT id FROM jobs WHERE status = 'receiving' AND created_at < ? LIMIT 500"
+)
 
 
 def insert(c: sqlite3.Connection, job: NewJob, status: Status, first: bytes) -> None:
