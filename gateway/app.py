@@ -19,6 +19,7 @@ from gateway.callbacks import Deliverer
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
 from gateway.handlers import RUNTIME, Runtime
+from gateway.metrics import Metrics
 from gateway.store import Store
 from gateway.store.sqlite import SQLiteStore
 from gateway.upstream import new_session
@@ -31,6 +32,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     prefix = config.jobs.prefix
     app.router.add_get("/_gateway/healthz", handlers.healthz)
     app.router.add_get("/_gateway/readyz", handlers.readyz)
+    app.router.add_get("/_gateway/metrics", handlers.metrics)
     app.router.add_get(prefix + "/{id}", status.status)  # HEAD comes with GET
     app.router.add_delete(prefix + "/{id}", status.delete)
     app.router.add_get(prefix + "/{id}/status", status.status_view)
@@ -40,9 +42,11 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         opened = store if store is not None else SQLiteStore(config.storage.path)
         await opened.open()
         session = new_session()
-        dispatcher = Dispatcher(config, opened, session)
-        deliverer = Deliverer(config, opened, session, dispatcher.endings)
-        app[RUNTIME] = Runtime(config, opened, session, dispatcher, await opened.key())
+        metrics = Metrics()
+        dispatcher = Dispatcher(config, opened, session, metrics)
+        deliverer = Deliverer(config, opened, session, dispatcher.endings, metrics)
+        key = await opened.key()
+        app[RUNTIME] = Runtime(config, opened, session, dispatcher, key, metrics)
         dispatcher.start()
         deliverer.start()
         try:

@@ -25,6 +25,7 @@ from gateway.config import Config, Retry
 from gateway.endings import Endings, until
 from gateway.errors import StorageError
 from gateway.jobs import Callback
+from gateway.metrics import Metrics
 from gateway.store import Store
 
 log = logging.getLogger("gateway.callbacks")
@@ -53,8 +54,10 @@ class Deliverer:
         store: Store,
         session: aiohttp.ClientSession,
         endings: Endings,
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._session = session
         self._wake = asyncio.Event()
@@ -145,12 +148,15 @@ class Deliverer:
         }
         if status is not None and 200 <= status < 300:
             await self._store.callback_done(owed.webhook_id)
+            self._metrics.callbacks.labels("delivered").inc()
             log.info("callback delivered", extra={"event": "callback_delivered", **fields})
         elif owed.attempts >= MAX_ATTEMPTS:
             await self._store.callback_done(owed.webhook_id)
+            self._metrics.callbacks.labels("given_up").inc()
             log.warning("callback given up", extra={"event": "callback_given_up", **fields})
         else:
             delay = jobs.backoff(owed.attempts, BACKOFF, self._rng)
             await self._store.callback_later(owed.webhook_id, self._clock() + delay)
             asyncio.get_running_loop().call_later(delay, self._wake.set)
+            self._metrics.callbacks.labels("failed").inc()
             log.info("callback retry", extra={"event": "callback_retry", "delay": delay, **fields})

@@ -25,7 +25,8 @@ from gateway.config import Config, Retry, Upstream
 from gateway.endings import Endings, until
 from gateway.errors import StorageError
 from gateway.headers import JOB_ID
-from gateway.jobs import Again, Complete, Fail, Failure, Job
+from gateway.jobs import Again, Complete, Decision, Fail, Failure, Job
+from gateway.metrics import Metrics
 from gateway.store import Part, Store
 from gateway.upstream import UpstreamFailed, exchange
 
@@ -69,10 +70,12 @@ class Dispatcher:
         config: Config,
         store: Store,
         session: aiohttp.ClientSession,
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
         lease: float = LEASE,
     ) -> None:
         self._config = config
+        self._metrics = metrics
         self._store = store
         self._session = session
         self._clock = clock
@@ -181,33 +184,49 @@ class Dispatcher:
                 await self._end(job, Fail(failure))
 
     async def _try(self, upstream: Upstream, job: Job) -> None:
+        started = self._clock()
+        in_flight = self._metrics.in_flight.labels(upstream.name)
+        in_flight.inc()
+        try:
+            decision = await self._exchange(upstream, job, started)
+        finally:
+            in_flight.dec()
+            latency = self._metrics.upstream_latency.labels(upstream.name)
+            latency.observe(self._clock() - started)
+        if decision is not None:
+            await self._end(job, decision)
+
+    async def _exchange(self, upstream: Upstream, job: Job, started: float) -> Decision | None:
+        """One try; None once an answer is stored, else what follows it."""
         headers = [*(job.request_headers or ()), (JOB_ID, job.id)]
         body = None
         if job.request_size:
             headers.append(("Content-Length", str(job.request_size)))
             body = self._store.body(job.id, Part.REQUEST)
-        started = self._clock()
         try:
             async with exchange(
                 self._session, upstream, job.method, job.target, tuple(headers), body
             ) as reply:
                 decision = jobs.after_try(job, reply.answer, upstream.retry, started, self._rng)
-                if isinstance(decision, Complete):
-                    done = self._clock()
-                    await self._store.complete(
-                        job.id, self.owner, reply.answer, reply.body, done, self._expiry(done)
-                    )
-                    self.endings.ended(job.id)
-                    self._log_end(job, "completed", started, status=reply.answer.status)
-                    return
+                if not isinstance(decision, Complete):
+                    return decision
+                done = self._clock()
+                kept = await self._store.complete(
+                    job.id, self.owner, reply.answer, reply.body, done, self._expiry(done)
+                )
         except UpstreamFailed as e:
-            decision = jobs.after_try(job, e.failure, upstream.retry, started, self._rng)
-        await self._end(job, decision)
+            return jobs.after_try(job, e.failure, upstream.retry, started, self._rng)
+        if kept:
+            self._ended(job, "completed", started, status=reply.answer.status)
+        else:  # canceled meanwhile, or the lease was lost to another process
+            log.warning("answer discarded", extra={"event": "answer_discarded", "job_id": job.id})
+        return None
 
     async def _end(self, job: Job, decision: jobs.Decision) -> None:
         now = self._clock()
         if isinstance(decision, Again):
             await self._store.requeue(job.id, self.owner, now + decision.delay)
+            self._metrics.retries.labels(job.upstream).inc()
             if job.upstream in self._wake:
                 asyncio.get_running_loop().call_later(decision.delay, self._wake[job.upstream].set)
             log.info(
@@ -220,9 +239,9 @@ class Dispatcher:
                 },
             )
         elif isinstance(decision, Fail):
-            await self._store.fail(job.id, self.owner, decision.failure, now, self._expiry(now))
-            self.endings.ended(job.id)
-            self._log_end(job, "failed", now, failure=decision.failure.kind)
+            failure = decision.failure
+            if await self._store.fail(job.id, self.owner, failure, now, self._expiry(now)):
+                self._ended(job, "failed", now, failure=failure.kind)
 
     async def _interrupted(self, job: Job) -> None:
         """A call cut off by drain: settled by the same rule as a crash."""
@@ -238,6 +257,11 @@ class Dispatcher:
 
     def _expiry(self, now: float) -> float:
         return now + self._config.jobs.retention
+
+    def _ended(self, job: Job, outcome: str, since: float, **fields: object) -> None:
+        self.endings.ended(job.id)
+        self._metrics.ended.labels(job.route, outcome).inc()
+        self._log_end(job, outcome, since, **fields)
 
     def _log_end(self, job: Job, outcome: str, since: float, **fields: object) -> None:
         log.info(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
 from gateway import headers as h
 from gateway import jobs, responses
@@ -24,6 +25,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.endings import until
 from gateway.errors import BodyTooLarge, IdempotencyConflict, StorageError
 from gateway.jobs import NewJob, Status
+from gateway.metrics import Metrics
 from gateway.store import CHUNK, Part, Store
 from gateway.upstream import UpstreamFailed, exchange
 
@@ -39,6 +41,7 @@ class Runtime:
     session: aiohttp.ClientSession
     dispatcher: Dispatcher
     key: bytes
+    metrics: Metrics
     draining: bool = False
 
     def now(self) -> float:
@@ -132,6 +135,9 @@ async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.Strea
         job = stored
         if job.id != new.id and job.status in jobs.FINAL:  # a repeat: the first job answers
             return await answer(request, rt, job, extra)
+        if job.id == new.id:
+            rt.metrics.accepted.labels(matched.path).inc()
+            rt.metrics.accept_latency.observe(rt.now() - new.created_at)
         rt.dispatcher.notify(job.upstream)
         if job.id == new.id and await until(ended, wait):
             ended_job = await _reread(rt, job.id)
@@ -249,6 +255,16 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
 
 
 # -- operations ------------------------------------------------------------------------
+
+
+async def metrics(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    try:
+        queued = await rt.store.queued_by_upstream()
+    except StorageError:
+        queued = {}
+    queued = {name: queued.get(name, 0) for name in rt.config.upstreams}
+    return web.Response(body=rt.metrics.render(queued), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -75,6 +75,7 @@ async def delete(request: web.Request) -> web.StreamResponse:
             done = await rt.store.cancel(job.id, now, now + rt.config.jobs.retention)
             if done:
                 rt.dispatcher.abort(job.id)
+                rt.metrics.ended.labels(job.route, "canceled").inc()
         else:
             done = await rt.store.forget(job.id)
     except StorageError:

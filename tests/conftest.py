@@ -113,11 +113,11 @@ async def settled(client: TestClient[Any, Any], location: str, **kwargs: Any) ->
     return await wait_for(done)
 
 
-async def final(http: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> Any:
+async def final(http: aiohttp.ClientSession, url: str, timeout: float = 30.0, **kwargs: Any) -> Any:
     """GET a status URL until the job ends: (status code, job state, body)."""
 
     async def done() -> Any:
-        async with http.get(url) as response:
+        async with http.get(url, **kwargs) as response:
             body = await response.read()
             if response.headers["X-Gateway-Job-Status"] in ("queued", "running"):
                 return None

@@ -27,10 +27,11 @@ async def test_serve_logs_json_and_drains_on_sigterm(
     config = write_config(tmp_path, upstream.url)
     gateway = await GatewayProcess(["serve", "--config", str(config)], tmp_path / "log").start()
     try:
-        async with http.post(gateway.url + "/async/x", data=b"hi") as response:
+        secret = {"Authorization": "Bearer sekrit-token"}
+        async with http.post(gateway.url + "/async/x", data=b"hi", headers=secret) as response:
             assert response.status == 202
             location = response.headers["Location"]
-        status, state, body = await final(http, location)
+        status, state, body = await final(http, location, headers=secret)
         assert (status, state) == (200, "completed") and json.loads(body)["size"] == 2
         gateway.signal(signal.SIGTERM)
         assert await gateway.wait_exit() == 0
@@ -40,6 +41,8 @@ async def test_serve_logs_json_and_drains_on_sigterm(
     events = [json.loads(line)["event"] for line in lines]  # every line is one JSON object
     assert events[0] == "listening" and "draining" in events and events[-1] == "stopped"
     assert "access" in events and "job_ended" in events
+    text = (tmp_path / "log").read_text()
+    assert "sekrit-token" not in text and '"hi"' not in text  # no credentials, no bodies
 
 
 async def test_queued_jobs_survive_kill_9(

@@ -89,5 +89,8 @@ class Store(Protocol):
     async def queued(self) -> int:
         """How many jobs wait for an upstream slot."""
 
+    async def queued_by_upstream(self) -> dict[str, int]:
+        """How many jobs wait, per upstream that has any."""
+
     async def purge(self, now: float, stale_before: float) -> int:
         """Delete jobs past retention and uploads abandoned before `stale_before`."""

@@ -214,6 +214,13 @@ class MemoryStore:
         row.owner, row.lease_until = owner, lease_until
         return True
 
+    async def queued_by_upstream(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self._rows.values():
+            if row.job.status == Status.QUEUED:
+                counts[row.job.upstream] = counts.get(row.job.upstream, 0) + 1
+        return counts
+
     async def queued(self) -> int:
         return sum(1 for r in self._rows.values() if r.job.status == Status.QUEUED)
 

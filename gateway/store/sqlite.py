@@ -173,6 +173,12 @@ class SQLiteStore:
             )
         )
 
+    async def queued_by_upstream(self) -> dict[str, int]:
+        rows = await self._read_all(
+            "SELECT upstream, count(*) FROM jobs WHERE status = 'queued' GROUP BY upstream", ()
+        )
+        return {str(upstream): int(count) for upstream, count in rows}
+
     async def queued(self) -> int:
         row = await self._read_one("SELECT count(*) FROM jobs WHERE status = 'queued'", ())
         return int(row[0])
