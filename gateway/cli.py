@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from gateway import admin
 from gateway import config as configuration
 from gateway.errors import ConfigError, GatewayError
 
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     check = commands.add_parser("check", help="validate the configuration file")
     _config_arg(check)
+    admin.add_commands(commands)
     demo = commands.add_parser("demo", help="run the gateway in front of a bundled slow backend")
     demo.add_argument("--port", type=int, default=8080, help="the gateway's port (default 8080)")
     demo.add_argument("--db", default="./async-gateway-demo.db", help="the SQLite file to use")
@@ -95,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging()
         if args.command == "serve":
             return _serve(configuration.load(path), path, args)
+        if args.command == "jobs":
+            return int(run_async(admin.run(configuration.load(path), args)))
         if args.command == "demo":
             from gateway import demo
 

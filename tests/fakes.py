@@ -34,7 +34,7 @@ class FakeUpstream:
     url: str = ""
     _runner: web.AppRunner | None = None
 
-    async def start(self) -> FakeUpstream:
+    async def start(self, port: int = 0) -> FakeUpstream:
         app = web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(
@@ -42,7 +42,8 @@ class FakeUpstream:
         )
         await self._runner.setup()
         sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
         await web.SockSite(self._runner, sock).start()
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.gate.set()

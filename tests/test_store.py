@@ -285,3 +285,30 @@ async def test_sweep_and_claim_are_found_by_index(
         plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query, args))
     assert all(f"INDEX {name}" in plan for name in indexes), plan
     assert "SCAN jobs" not in plan, plan  # never a walk over every live job
+
+
+async def test_retry_requeues_a_failed_job_with_its_request(store: Store) -> None:
+    await accepted(store, "a")
+    await accepted(store, "b")
+    assert not await store.retry("a")  # queued, not failed
+    await store.claim("up", "w1", T0, T0 + 15)
+    await store.fail("a", "w1", Failure("refused", "no", False), T0, T0 + 9)
+    assert await store.retry("a")
+    job = await store.get("a", T0 + 100)  # no longer expires
+    assert job is not None and (job.status, job.attempts, job.failure) == (Status.QUEUED, 0, None)
+    claimed = await store.claim("up", "w1", T0 + 1, T0 + 16)
+    assert claimed is not None and claimed.id == "a"  # it keeps its place in arrival order
+    assert await body(store, "a", Part.REQUEST) == b"payload"
+
+
+async def test_list_and_purge_finished(store: Store) -> None:
+    for name in ("a", "b", "c"):
+        await accepted(store, name)
+    await store.claim("up", "w1", T0, T0 + 15)
+    await store.complete("a", "w1", Answer(200, "OK", ()), pieces(b""), T0 + 5, T0 + 99)
+    assert [j.id for j in await store.list_jobs(None, None, 10)] == ["c", "b", "a"]
+    assert [j.id for j in await store.list_jobs("completed", "/r", 10)] == ["a"]
+    assert await store.list_jobs(None, "/other", 10) == []
+    assert await store.purge_finished(T0 + 5) == 0
+    assert await store.purge_finished(T0 + 6) == 1
+    assert [j.id for j in await store.list_jobs(None, None, 10)] == ["c", "b"]

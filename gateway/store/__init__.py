@@ -68,6 +68,15 @@ class Store(Protocol):
     async def forget(self, job_id: str) -> bool:
         """Delete a finished job and everything stored for it."""
 
+    async def retry(self, job_id: str) -> bool:
+        """failed → queued with a fresh count of tries; its kept request is sent again."""
+
+    async def list_jobs(self, status: str | None, route: str | None, limit: int) -> list[Job]:
+        """Stored jobs, newest first."""
+
+    async def purge_finished(self, before: float) -> int:
+        """Delete finished jobs that ended before `before`."""
+
     async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:
         """Extend `owner`'s lease on these jobs (those it is really running)."""
 

@@ -194,6 +194,36 @@ class MemoryStore:
         del self._rows[job_id]
         return True
 
+    async def retry(self, job_id: str) -> bool:
+        row = self._rows.get(job_id)
+        if row is None or row.job.status != Status.FAILED:
+            return False
+        row.job = dataclasses.replace(
+            row.job, status=Status.QUEUED, attempts=0, failure=None, finished_at=None
+        )
+        row.expires_at, row.not_before = None, 0.0
+        return True
+
+    async def list_jobs(self, status: str | None, route: str | None, limit: int) -> list[Job]:
+        rows = sorted(self._rows.values(), key=lambda r: -r.seq)
+        return [
+            r.job
+            for r in rows
+            if r.job.status != Status.RECEIVING
+            and (status is None or r.job.status == status)
+            and (route is None or r.job.route == route)
+        ][:limit]
+
+    async def purge_finished(self, before: float) -> int:
+        gone = [
+            job_id
+            for job_id, r in self._rows.items()
+            if r.job.status in FINAL and (r.job.finished_at or 0) < before
+        ]
+        for job_id in gone:
+            del self._rows[job_id]
+        return len(gone)
+
     async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:
         for job_id in job_ids:
             row = self._held(job_id, owner)

@@ -275,6 +275,47 @@ class SQLiteStore:
 
         return await self._writer.run(op)
 
+    async def retry(self, job_id: str) -> bool:
+        return await self._writer.run(
+            lambda c: (
+                c.execute(
+                    "UPDATE jobs SET status = 'queued', attempts = 0, failure = NULL,"
+                    " finished_at = NULL, expires_at = NULL, not_before = 0"
+                    " WHERE id = ? AND status = 'failed'",
+                    (job_id,),
+                ).rowcount
+                == 1
+            )
+        )
+
+    async def list_jobs(self, status: str | None, route: str | None, limit: int) -> list[Job]:
+        rows = await self._read_all(
+            f"SELECT {sql.COLUMNS} FROM jobs WHERE status != 'receiving'"
+            " AND (? IS NULL OR status = ?) AND (? IS NULL OR route = ?)"
+            " ORDER BY seq DESC LIMIT ?",
+            (status, status, route, route, limit),
+        )
+        return [sql.job_of(r) for r in rows]
+
+    async def purge_finished(self, before: float) -> int:
+        def op(c: sqlite3.Connection) -> int:
+            ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'canceled')"
+                    " AND finished_at < ? LIMIT 500",
+                    (before,),
+                )
+            ]
+            for job_id in ids:
+                sql.delete(c, job_id)
+            return len(ids)
+
+        total = 0
+        while (deleted := await self._writer.run(op)) > 0:
+            total += deleted
+        return total
+
     async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:
         def op(c: sqlite3.Connection) -> None:
             c.executemany(
