@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -25,17 +25,30 @@ from gateway.store.sqlite import SQLiteStore
 from gateway.upstream import new_session
 
 log = logging.getLogger("gateway")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(config: Config, store: Store | None = None) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body)
     prefix = config.jobs.prefix
-    app.router.add_get("/_gateway/healthz", handlers.healthz)
-    app.router.add_get("/_gateway/readyz", handlers.readyz)
-    app.router.add_get("/_gateway/metrics", handlers.metrics)
-    app.router.add_get(prefix + "/{id}", status.status)  # HEAD comes with GET
-    app.router.add_delete(prefix + "/{id}", status.delete)
-    app.router.add_get(prefix + "/{id}/status", status.status_view)
+    own: dict[str, dict[str, Handler]] = {
+        "/_gateway/healthz": {"GET": handlers.healthz},
+        "/_gateway/readyz": {"GET": handlers.readyz},
+        "/_gateway/metrics": {"GET": handlers.metrics},
+        "/_gateway/openapi.json": {"GET": handlers.openapi_document},
+        prefix + "/{id}": {"GET": status.status, "DELETE": status.delete},
+        prefix + "/{id}/status": {"GET": status.status_view},
+    }
+    for path, methods in own.items():
+        resource = app.router.add_resource(path)
+        for method, handler in methods.items():
+            resource.add_route(method, handler)
+            if method == "GET":
+                resource.add_route("HEAD", handler)
+        resource.add_route("*", handlers.not_allowed)
+    # The gateway's own namespace is never forwarded, whatever the routes say.
+    for reserved in {"/_gateway", prefix}:
+        app.router.add_route("*", reserved + "/{tail:.*}", handlers.not_ours)
     app.router.add_route("*", "/{tail:.*}", handlers.route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

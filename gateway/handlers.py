@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
 from gateway import headers as h
-from gateway import jobs, responses
+from gateway import jobs, openapi, responses
 from gateway.callbacks import allowed
 from gateway.config import Config, Route, Upstream
 from gateway.dispatcher import Dispatcher
@@ -265,6 +265,26 @@ async def metrics(request: web.Request) -> web.Response:
         queued = {}
     queued = {name: queued.get(name, 0) for name in rt.config.upstreams}
     return web.Response(body=rt.metrics.render(queued), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def not_allowed(request: web.Request) -> web.Response:
+    """405 on the gateway's own paths for a method they do not take (RFC 9110 §15.5.6)."""
+    resource = request.match_info.route.resource
+    allow = sorted({r.method for r in resource or [] if r.method != "*"})
+    return responses.problem(
+        405,
+        "Method Not Allowed",
+        f"{request.path} takes {', '.join(allow)}",
+        headers={"Allow": ", ".join(allow)},
+    )
+
+
+async def not_ours(request: web.Request) -> web.Response:
+    return responses.problem(404, "Not Found", f"no gateway endpoint at {request.path}")
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document(request.app[RUNTIME].config))
 
 
 async def healthz(request: web.Request) -> web.Response:
