@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway against references run alongside; see benchmarks/README.md."""

@@ -1,0 +1,139 @@
+"""One function per benchmark row; each starts what it needs and prints its line."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.run import POST_1KB, ended, gateway, interleave, nginx, post, wait_done, wrk
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class Context:
+    seconds: int
+    connections: int
+    pairs: int
+    workdir: Path
+    upstream: str
+    noop: str
+    upstream_port: int
+
+
+def accept(c: Context) -> None:
+    with gateway(c.upstream, c.workdir) as gw:
+        interleave(
+            "durable accept, 1 KB POST -> 202 (vs no-op 202)", c.pairs,
+            lambda: wrk(c.noop + "/accept", c.seconds, c.connections, POST_1KB),
+            lambda: wrk(gw + "/accept/x", c.seconds, c.connections, POST_1KB),
+        )
+
+
+def poll(c: Context) -> None:
+    with gateway(c.upstream, c.workdir) as gw:
+        post(gw + "/accept/first")  # takes the held upstream's one slot
+        status_url = post(gw + "/accept/pending")  # stays queued behind it
+        interleave(
+            "status poll of a pending job (vs no-op)", c.pairs,
+            lambda: wrk(c.noop + "/status", c.seconds, c.connections),
+            lambda: wrk(status_url, c.seconds, c.connections),
+        )
+
+
+def replay(c: Context) -> None:
+    with gateway(c.upstream, c.workdir) as gw:
+        status_url = post(gw + "/e2e/small")
+        wait_done(status_url)
+        interleave(
+            "replay of a completed job, small body (vs no-op)", c.pairs,
+            lambda: wrk(c.noop + "/status", c.seconds, c.connections),
+            lambda: wrk(status_url, c.seconds, c.connections),
+        )
+
+
+def proxy(c: Context) -> None:
+    with gateway(c.upstream, c.workdir) as gw, nginx(c.upstream_port, c.workdir) as ng:
+        interleave(
+            "proxy route pass-through (vs nginx, 1 worker)", c.pairs,
+            lambda: wrk(ng + "/proxy/fast", c.seconds, c.connections),
+            lambda: wrk(gw + "/proxy/fast", c.seconds, c.connections),
+        )
+
+
+def e2e(c: Context) -> None:
+    def jobs_per_second() -> dict[str, float]:
+        with gateway(c.upstream, c.workdir) as gw:
+            started = time.monotonic()
+            load = wrk(gw + "/e2e/x", c.seconds, c.connections, POST_1KB)
+            accepted = load["rps"] * c.seconds
+            while ended(gw, "/e2e") < accepted * 0.999 and time.monotonic() - started < 300:
+                time.sleep(0.2)
+            done = ended(gw, "/e2e")
+            return {"rps": done / (time.monotonic() - started), "accepted": accepted}
+
+    interleave(
+        "end to end: accept, forward, store, completed (jobs/s vs no-op 202s/s)", c.pairs,
+        lambda: wrk(c.noop + "/e2e", c.seconds, c.connections, POST_1KB),
+        jobs_per_second,
+    )
+
+
+def workers(c: Context) -> None:
+    with gateway(c.upstream, c.workdir, workers=1) as one, \
+            gateway(c.upstream, c.workdir, workers=2) as two:
+        interleave(
+            "durable accept, workers: 2 (vs workers: 1)", c.pairs,
+            lambda: wrk(one + "/accept/x", c.seconds, c.connections, POST_1KB),
+            lambda: wrk(two + "/accept/x", c.seconds, c.connections, POST_1KB),
+        )
+
+
+def memory(c: Context) -> None:
+    """Four concurrent replays of a 200 MiB body: the gateway's RSS growth over idle."""
+    size = 200 * MIB
+    with gateway(c.upstream, c.workdir) as gw:
+        pid = _pid_listening(int(gw.rsplit(":", 1)[1]))
+        urls = [post(f"{gw}/e2e/big?bytes={size}") for _ in range(4)]
+        for url in urls:
+            wait_done(url, timeout=600)
+        idle = _rss_kib(pid)
+        peak = [idle]
+        threads = [threading.Thread(target=_drain, args=(url,)) for url in urls]
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            peak.append(_rss_kib(pid))
+            time.sleep(0.05)
+        growth = (max(peak) - idle) / 1024
+        print(json.dumps({"row": "replay of a 200 MiB body, 4 at once", "idle_rss_mib":
+                          round(idle / 1024, 1), "growth_mib": round(growth, 1),
+                          "median_sampled_mib": round(statistics.median(peak) / 1024, 1)}),
+              flush=True)
+
+
+def _drain(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=600) as response:
+        while response.read(MIB):
+            pass
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _pid_listening(port: int) -> int:
+    """The gateway process (a child of the harness) that listens on `port`."""
+    import subprocess
+
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True,
+                         text=True).stdout
+    return int(out.split("pid=")[1].split(",")[0])

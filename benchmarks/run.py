@@ -1,0 +1,208 @@
+"""Benchmarks: the gateway against references run in the same run, interleaved, median ratios.
+
+    python benchmarks/run.py [--seconds 5] [--pairs 3] [--connections 64] [--only accept,...]
+
+Needs wrk and nginx (Debian: apt-get install wrk nginx-light). Everything listens on 127.0.0.1
+and every load is bounded in time. Prints one line per row: the median of the per-pair ratios,
+with the raw figures of each pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+POST_1KB = HERE / "post_1kb.lua"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@contextmanager
+def process(command: list[str], port: int, **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            **kwargs)  # type: ignore[call-overload]
+    try:
+        wait_port(port)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def server(kind: str) -> tuple[list[str], int]:
+    port = free_port()
+    return [sys.executable, str(HERE / "servers.py"), kind, str(port)], port
+
+
+GATEWAY_CONFIG = """
+server: {{max_body: 1GB, workers: {workers}, shutdown_grace: 1s}}
+storage: {{path: {db}}}
+jobs: {{max_queued: 100000000, bind_headers: []}}
+upstreams:
+  held: {{url: "{upstream}", max_in_flight: 1, timeout: 1h}}
+  fast: {{url: "{upstream}", max_in_flight: 64}}
+routes:
+  - {{path: /accept, upstream: held, mode: async}}
+  - {{path: /e2e, upstream: fast, mode: async}}
+  - {{path: /proxy, upstream: fast, mode: proxy}}
+"""
+
+
+@contextmanager
+def gateway(upstream_url: str, workdir: Path, workers: int = 1) -> Iterator[str]:
+    port = free_port()
+    db = workdir / f"gateway-{port}.db"
+    config = workdir / f"gateway-{port}.yaml"
+    config.write_text(GATEWAY_CONFIG.format(workers=workers, db=db, upstream=upstream_url))
+    command = [sys.executable, "-m", "gateway", "serve", "--config", str(config),
+               "--port", str(port)]
+    with process(command, port, cwd=ROOT):
+        time.sleep(0.5 if workers == 1 else 1.5)  # every worker up
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def nginx(upstream_port: int, workdir: Path) -> Iterator[str]:
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1; daemon off; pid {workdir}/nginx.pid; error_log {workdir}/nginx.err;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream up {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://up; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; }}
+  }}
+}}
+""")
+    with process(["nginx", "-c", str(conf), "-p", str(workdir)], port):
+        yield f"http://127.0.0.1:{port}"
+
+
+def wrk(url: str, seconds: int, connections: int, script: Path | None = None) -> dict[str, float]:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if script is not None:
+        command[1:1] = ["-s", str(script)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else 0.0,
+            "non_2xx": float(errors.group(1)) if errors else 0.0}
+
+
+def post(url: str, body: bytes = b"x") -> str:
+    request = urllib.request.Request(url, data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return str(response.headers["Location"])
+
+
+def wait_done(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            if response.headers["X-Gateway-Job-Status"] == "completed":
+                return
+        time.sleep(0.05)
+    raise RuntimeError("job did not complete")
+
+
+def ended(gateway_url: str, route: str) -> float:
+    with urllib.request.urlopen(gateway_url + "/_gateway/metrics", timeout=30) as response:
+        text = response.read().decode()
+    match = re.search(rf'gateway_jobs_ended_total{{outcome="completed",route="{route}"}} ([\d.e+]+)',
+                      text)
+    return float(match.group(1)) if match else 0.0
+
+
+Measure = Callable[[], dict[str, float]]
+
+
+def interleave(
+    name: str, pairs: int, reference: Measure, gateway: Measure, key: str = "rps"
+) -> dict[str, object]:
+    """Measure reference and gateway `pairs` times, alternating who goes first; median ratio."""
+    ratios, raw = [], []
+    for i in range(pairs):
+        if i % 2 == 0:
+            ref, gw = reference(), gateway()
+        else:
+            gw = gateway()
+            ref = reference()
+        ratios.append(gw[key] / ref[key] if ref[key] else 0.0)
+        raw.append({"reference": ref, "gateway": gw})
+    row = {"row": name, "metric": key, "median_ratio": round(statistics.median(ratios), 3),
+           "pairs": raw}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--only", default="accept,poll,replay,proxy,e2e,workers,memory")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is missing: apt-get install wrk nginx-light")
+    rows = set(args.only.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        run_rows(rows, args, Path(tmp))
+
+
+def run_rows(rows: set[str], args: argparse.Namespace, workdir: Path) -> None:
+    from benchmarks import rows as suite
+
+    up_command, up_port = server("upstream")
+    noop_command, noop_port = server("noop")
+    with process(up_command, up_port), process(noop_command, noop_port):
+        context = suite.Context(args.seconds, args.connections, args.pairs, workdir,
+                                f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{noop_port}",
+                                up_port)
+        for name in ("accept", "poll", "replay", "proxy", "e2e", "workers", "memory"):
+            if name in rows:
+                getattr(suite, name)(context)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    main()
