@@ -33,7 +33,8 @@ from gateway.upstream import UpstreamFailed, exchange
 log = logging.getLogger("gateway.dispatcher")
 LEASE = 15.0  # a running job's lease; renewed every LEASE / 3 while its call goes on
 POLL = 1.0  # how often an idle lane looks for work queued by other processes
-STALE_UPLOAD = 3600.0  # an upload unfinished this long is abandoned
+STALE_UPLOAD = 3600.0
+BACKLOG_TTL = 0.25  # an upload unfinished this long is abandoned
 
 
 def new_owner() -> str:
@@ -86,6 +87,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._calls: dict[str, asyncio.Task[Any]] = {}
         self._claiming = True
+        self._backlog, self._backlog_at = 0, -BACKLOG_TTL
         self.endings = Endings()
 
     # -- lifecycle ---------------------------------------------------------------
@@ -97,7 +99,17 @@ class Dispatcher:
 
     def notify(self, upstream: str) -> None:
         """A job for `upstream` was just stored."""
+        self._backlog += 1
         self._wake[upstream].set()
+
+    async def backlog(self) -> int:
+        """Jobs waiting, for backpressure: counted in storage at most every BACKLOG_TTL and
+        kept up by this process's accepts and claims in between, since a count costs what the
+        queue holds, too much for every request."""
+        clock = time.monotonic()
+        if clock - self._backlog_at >= BACKLOG_TTL:
+            self._backlog, self._backlog_at = await self._store.queued(), clock
+        return self._backlog
 
     def abort(self, job_id: str) -> None:
         """Cut off the call of a job canceled by a client, if this process is making it."""
@@ -158,7 +170,9 @@ class Dispatcher:
     async def _claim(self, upstream: Upstream) -> Job | None:
         now = self._clock()
         try:
-            return await self._store.claim(upstream.name, self.owner, now, now + self._lease)
+            job = await self._store.claim(upstream.name, self.owner, now, now + self._lease)
+            self._backlog -= job is not None
+            return job
         except StorageError as e:
             log.error("claim failed", extra={"event": "claim_failed", "error": str(e)})
             return None

@@ -162,7 +162,7 @@ async def _store(request: web.Request, rt: Runtime, new: NewJob) -> jobs.Job | w
     config = rt.config
     retry_later = {"Retry-After": responses.seconds(config.jobs.retry_after)}
     try:
-        if await rt.store.queued() >= config.jobs.max_queued:
+        if await rt.dispatcher.backlog() >= config.jobs.max_queued:
             return responses.problem(
                 503, "Queue Full", "too many jobs are waiting", headers=retry_later
             )

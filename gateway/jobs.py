@@ -101,6 +101,24 @@ class Job:
     failure: Failure | None = None
 
 
+def as_queued(job: NewJob, size: int) -> Job:
+    """The job as storage holds it right after accepting it."""
+    return Job(
+        id=job.id,
+        route=job.route,
+        upstream=job.upstream,
+        status=Status.QUEUED,
+        method=job.method,
+        target=job.target,
+        created_at=job.created_at,
+        request_headers=job.headers,
+        request_size=size,
+        retry_on_interrupt=job.retry_on_interrupt,
+        binding=job.binding,
+        callback=job.callback,
+    )
+
+
 def new_id() -> str:
     """128 random bits, URL-safe."""
     return secrets.token_urlsafe(16)

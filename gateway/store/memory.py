@@ -19,6 +19,7 @@ from gateway.jobs import (
     Job,
     NewJob,
     Status,
+    as_queued,
     fingerprint,
     new_webhook_id,
 )
@@ -69,20 +70,7 @@ class MemoryStore:
         if job.idempotency_key:
             self._keys[job.idempotency_key] = (job.id, digest.hexdigest())
         self._seq += 1
-        stored = Job(
-            id=job.id,
-            route=job.route,
-            upstream=job.upstream,
-            status=Status.QUEUED,
-            method=job.method,
-            target=job.target,
-            created_at=job.created_at,
-            request_headers=job.headers,
-            request_size=sum(map(len, chunks)),
-            retry_on_interrupt=job.retry_on_interrupt,
-            binding=job.binding,
-            callback=job.callback,
-        )
+        stored = as_queued(job, sum(map(len, chunks)))
         self._rows[job.id] = _Row(stored, self._seq, bodies={Part.REQUEST: chunks})
         return stored
 

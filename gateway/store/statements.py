@@ -89,6 +89,10 @@ _NAMES = (
     "failure",
 )
 COLUMNS = ", ".join(_NAMES)
+GET = (
+    f"SELECT {COLUMNS} FROM jobs WHERE id = ? AND status != 'receiving'"
+    " AND (expires_at IS NULL OR expires_at > ?)"
+)
 # The oldest due queued job of one upstream, taken only if still queued (compare-and-set).
 CLAIM = (
     "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, started_at = ?,"
