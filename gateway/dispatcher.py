@@ -33,8 +33,9 @@ from gateway.upstream import UpstreamFailed, exchange
 log = logging.getLogger("gateway.dispatcher")
 LEASE = 15.0  # a running job's lease; renewed every LEASE / 3 while its call goes on
 POLL = 1.0  # how often an idle lane looks for work queued by other processes
-STALE_UPLOAD = 3600.0
-BACKLOG_TTL = 0.25  # an upload unfinished this long is abandoned
+STALE_UPLOAD = 3600.0  # an upload unfinished this long is abandoned
+BACKLOG_TTL = 0.25  # how stale the count behind max_queued may be
+CLAIM_BATCH = 64  # at most this many jobs claimed in one transaction
 
 
 def new_owner() -> str:
@@ -153,29 +154,37 @@ class Dispatcher:
         wake = self._wake[upstream.name]
         while True:
             await slots.acquire()
+            free = 1
+            while free < CLAIM_BATCH and not slots.locked():  # take every free slot at once
+                await slots.acquire()
+                free += 1
             wake.clear()
-            job = await self._claim(upstream) if self._claiming else None
-            if job is None:
+            taken = await self._claim(upstream, free) if self._claiming else []
+            for _ in range(free - len(taken)):
                 slots.release()
+            if not taken:
                 await until(wake, POLL)
                 continue
-            task = self._spawn(self._run(upstream, job), f"job:{job.id}")
-            self._calls[job.id] = task
-            task.add_done_callback(functools.partial(self._release, job.id, slots))
+            for job in taken:
+                task = self._spawn(self._run(upstream, job), f"job:{job.id}")
+                self._calls[job.id] = task
+                task.add_done_callback(functools.partial(self._release, job.id, slots))
 
     def _release(self, job_id: str, slots: asyncio.Semaphore, _: object) -> None:
         self._calls.pop(job_id, None)
         slots.release()
 
-    async def _claim(self, upstream: Upstream) -> Job | None:
+    async def _claim(self, upstream: Upstream, limit: int) -> list[Job]:
         now = self._clock()
         try:
-            job = await self._store.claim(upstream.name, self.owner, now, now + self._lease)
-            self._backlog -= job is not None
-            return job
+            taken = await self._store.claim_many(
+                upstream.name, self.owner, now, now + self._lease, limit
+            )
+            self._backlog -= len(taken)
+            return taken
         except StorageError as e:
             log.error("claim failed", extra={"event": "claim_failed", "error": str(e)})
-            return None
+            return []
 
     # -- one job -----------------------------------------------------------------
 

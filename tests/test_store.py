@@ -272,7 +272,7 @@ async def test_ending_a_job_owes_its_callback_in_the_same_step(store: Store) -> 
     ("query", "args", "indexes"),
     [
         (statements.EXPIRED, (T0, T0), {"jobs_expiry", "jobs_receiving"}),
-        (statements.CLAIM, ("w", T0, T0, "up", T0), {"jobs_queue"}),
+        (statements.CLAIM, ("w", T0, T0, "up", T0, 8), {"jobs_queue"}),
     ],
 )
 async def test_sweep_and_claim_are_found_by_index(
@@ -312,3 +312,13 @@ async def test_list_and_purge_finished(store: Store) -> None:
     assert await store.purge_finished(T0 + 5) == 0
     assert await store.purge_finished(T0 + 6) == 1
     assert [j.id for j in await store.list_jobs(None, None, 10)] == ["c", "b"]
+
+
+async def test_claim_many_takes_the_oldest_in_order(store: Store) -> None:
+    for name in ("a", "b", "c", "d"):
+        await accepted(store, name)
+    taken = await store.claim_many("up", "w1", T0, T0 + 15, 3)
+    assert [j.id for j in taken] == ["a", "b", "c"]
+    assert all(j.status == Status.RUNNING and j.attempts == 1 for j in taken)
+    assert [j.id for j in await store.claim_many("up", "w2", T0, T0 + 15, 3)] == ["d"]
+    assert await store.claim_many("up", "w2", T0, T0 + 15, 3) == []

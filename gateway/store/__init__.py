@@ -40,6 +40,11 @@ class Store(Protocol):
     async def claim(self, upstream: str, owner: str, now: float, lease_until: float) -> Job | None:
         """The oldest due queued job of `upstream`, now running under `owner`'s lease."""
 
+    async def claim_many(
+        self, upstream: str, owner: str, now: float, lease_until: float, limit: int
+    ) -> list[Job]:
+        """Up to `limit` of the oldest due queued jobs, oldest first, in one step."""
+
     def body(self, job_id: str, part: Part) -> AsyncIterator[bytes]:
         """A stored body, piece by piece."""
 

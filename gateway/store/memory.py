@@ -80,6 +80,14 @@ class MemoryStore:
             return None
         return row.job
 
+    async def claim_many(
+        self, upstream: str, owner: str, now: float, lease_until: float, limit: int
+    ) -> list[Job]:
+        taken: list[Job] = []
+        while len(taken) < limit and (job := await self.claim(upstream, owner, now, lease_until)):
+            taken.append(job)
+        return taken
+
     async def claim(self, upstream: str, owner: str, now: float, lease_until: float) -> Job | None:
         due = [
             r

@@ -203,14 +203,22 @@ class SQLiteStore:
     # -- transitions, each a compare-and-set --------------------------------------
 
     async def claim(self, upstream: str, owner: str, now: float, lease_until: float) -> Job | None:
-        def op(c: sqlite3.Connection) -> Any:
-            row = c.execute(sql.CLAIM, (owner, lease_until, now, upstream, now)).fetchone()
-            if row is not None:
-                c.execute("DELETE FROM bodies WHERE job_id = ? AND part = ?", (row[0], Part.ANSWER))
-            return row
+        taken = await self.claim_many(upstream, owner, now, lease_until, 1)
+        return taken[0] if taken else None
 
-        row = await self._writer.run(op)
-        return sql.job_of(row) if row else None
+    async def claim_many(
+        self, upstream: str, owner: str, now: float, lease_until: float, limit: int
+    ) -> list[Job]:
+        def op(c: sqlite3.Connection) -> list[Any]:
+            rows = c.execute(sql.CLAIM, (owner, lease_until, now, upstream, now, limit)).fetchall()
+            c.executemany(
+                "DELETE FROM bodies WHERE job_id = ? AND part = ?",
+                [(row[0], Part.ANSWER) for row in rows],
+            )
+            return list(rows)
+
+        taken = [sql.job_of(row) for row in await self._writer.run(op)]
+        return sorted(taken, key=lambda job: (job.created_at, job.id))
 
     async def complete(
         self,
@@ -221,17 +229,22 @@ class SQLiteStore:
         now: float,
         expires_at: float,
     ) -> bool:
-        size, n = 0, 0
+        size, n, last = 0, 0, b""
         try:
+            # Each piece is written once the next has come, so the last one (for most answers
+            # the only one) goes in the same transaction as the completion.
             async for chunk in body:
-                await self._writer.run(sql.put_chunk(job_id, Part.ANSWER, n, chunk))
-                size, n = size + len(chunk), n + 1
+                if n:
+                    await self._writer.run(sql.put_chunk(job_id, Part.ANSWER, n - 1, last))
+                size, n, last = size + len(chunk), n + 1, chunk
         except BaseException:
             await self._writer.run(sql.drop_part(job_id, Part.ANSWER))
             raise
         head = json.dumps([answer.status, answer.reason, answer.headers, size])
 
         def op(c: sqlite3.Connection) -> bool:
+            if n:
+                sql.put_chunk(job_id, Part.ANSWER, n - 1, last)(c)
             done = sql.finish(c, job_id, owner, "completed", now, expires_at, answer=head)
             if done:
                 c.execute("UPDATE jobs SET request_headers = NULL WHERE id = ?", (job_id,))

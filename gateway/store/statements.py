@@ -93,11 +93,11 @@ GET = (
     f"SELECT {COLUMNS} FROM jobs WHERE id = ? AND status != 'receiving'"
     " AND (expires_at IS NULL OR expires_at > ?)"
 )
-# The oldest due queued job of one upstream, taken only if still queued (compare-and-set).
+# The oldest due queued jobs of one upstream, taken only if still queued (compare-and-set).
 CLAIM = (
     "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, started_at = ?,"
-    " attempts = attempts + 1 WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued'"
-    " AND upstream = ? AND not_before <= ? ORDER BY seq LIMIT 1) AND status = 'queued'"
+    " attempts = attempts + 1 WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued'"
+    " AND upstream = ? AND not_before <= ? ORDER BY seq LIMIT ?) AND status = 'queued'"
     f" RETURNING {COLUMNS}"
 )
 # A batch of jobs past retention and of abandoned uploads, found by index: the sweep costs what
