@@ -262,16 +262,15 @@ class SQLiteStore:
         )
 
     async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
-        return await self._writer.run(
-            lambda c: (
-                c.execute(
-                    "UPDATE jobs SET status = 'queued', owner = NULL, lease_until = NULL,"
-                    " not_before = ? WHERE id = ? AND status = 'running' AND owner = ?",
-                    (not_before, job_id, owner),
-                ).rowcount
-                == 1
-            )
+        return await self._swap(
+            "UPDATE jobs SET status = 'queued', owner = NULL, lease_until = NULL,"
+            " not_before = ? WHERE id = ? AND status = 'running' AND owner = ?",
+            (not_before, job_id, owner),
         )
+
+    async def _swap(self, update: str, args: tuple[Any, ...]) -> bool:
+        """One compare-and-set UPDATE: whether it found its row still as expected."""
+        return bool(await self._writer.run(lambda c: c.execute(update, args).rowcount == 1))
 
     async def cancel(self, job_id: str, now: float, expires_at: float) -> bool:
         def op(c: sqlite3.Connection) -> bool:
@@ -302,16 +301,11 @@ class SQLiteStore:
         return await self._writer.run(op)
 
     async def retry(self, job_id: str) -> bool:
-        return await self._writer.run(
-            lambda c: (
-                c.execute(
-                    "UPDATE jobs SET status = 'queued', attempts = 0, failure = NULL,"
-                    " finished_at = NULL, expires_at = NULL, not_before = 0"
-                    " WHERE id = ? AND status = 'failed'",
-                    (job_id,),
-                ).rowcount
-                == 1
-            )
+        return await self._swap(
+            "UPDATE jobs SET status = 'queued', attempts = 0, failure = NULL,"
+            " finished_at = NULL, expires_at = NULL, not_before = 0"
+            " WHERE id = ? AND status = 'failed'",
+            (job_id,),
         )
 
     async def list_jobs(self, status: str | None, route: str | None, limit: int) -> list[Job]:
@@ -353,15 +347,10 @@ class SQLiteStore:
             await self._writer.run(op)
 
     async def steal(self, job: Job, owner: str, lease_until: float) -> bool:
-        return await self._writer.run(
-            lambda c: (
-                c.execute(
-                    "UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND status = 'running'"
-                    " AND owner = ? AND lease_until = ?",
-                    (owner, lease_until, job.id, job.owner, job.lease_until),
-                ).rowcount
-                == 1
-            )
+        return await self._swap(
+            "UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND status = 'running'"
+            " AND owner = ? AND lease_until = ?",
+            (owner, lease_until, job.id, job.owner, job.lease_until),
         )
 
     async def purge(self, now: float, stale_before: float) -> int:
