@@ -29,7 +29,8 @@ class Context:
 def accept(c: Context) -> None:
     with gateway(c.upstream, c.workdir) as gw:
         interleave(
-            "durable accept, 1 KB POST -> 202 (vs no-op 202)", c.pairs,
+            "durable accept, 1 KB POST -> 202 (vs no-op 202)",
+            c.pairs,
             lambda: wrk(c.noop + "/accept", c.seconds, c.connections, POST_1KB),
             lambda: wrk(gw + "/accept/x", c.seconds, c.connections, POST_1KB),
         )
@@ -40,7 +41,8 @@ def poll(c: Context) -> None:
         post(gw + "/accept/first")  # takes the held upstream's one slot
         status_url = post(gw + "/accept/pending")  # stays queued behind it
         interleave(
-            "status poll of a pending job (vs no-op)", c.pairs,
+            "status poll of a pending job (vs no-op)",
+            c.pairs,
             lambda: wrk(c.noop + "/status", c.seconds, c.connections),
             lambda: wrk(status_url, c.seconds, c.connections),
         )
@@ -51,7 +53,8 @@ def replay(c: Context) -> None:
         status_url = post(gw + "/e2e/small")
         wait_done(status_url)
         interleave(
-            "replay of a completed job, small body (vs no-op)", c.pairs,
+            "replay of a completed job, small body (vs no-op)",
+            c.pairs,
             lambda: wrk(c.noop + "/status", c.seconds, c.connections),
             lambda: wrk(status_url, c.seconds, c.connections),
         )
@@ -60,7 +63,8 @@ def replay(c: Context) -> None:
 def proxy(c: Context) -> None:
     with gateway(c.upstream, c.workdir) as gw, nginx(c.upstream_port, c.workdir) as ng:
         interleave(
-            "proxy route pass-through (vs nginx, 1 worker)", c.pairs,
+            "proxy route pass-through (vs nginx, 1 worker)",
+            c.pairs,
             lambda: wrk(ng + "/proxy/fast", c.seconds, c.connections),
             lambda: wrk(gw + "/proxy/fast", c.seconds, c.connections),
         )
@@ -78,17 +82,21 @@ def e2e(c: Context) -> None:
             return {"rps": done / (time.monotonic() - started), "accepted": accepted}
 
     interleave(
-        "end to end: accept, forward, store, completed (jobs/s vs no-op 202s/s)", c.pairs,
+        "end to end: accept, forward, store, completed (jobs/s vs no-op 202s/s)",
+        c.pairs,
         lambda: wrk(c.noop + "/e2e", c.seconds, c.connections, POST_1KB),
         jobs_per_second,
     )
 
 
 def workers(c: Context) -> None:
-    with gateway(c.upstream, c.workdir, workers=1) as one, \
-            gateway(c.upstream, c.workdir, workers=2) as two:
+    with (
+        gateway(c.upstream, c.workdir, workers=1) as one,
+        gateway(c.upstream, c.workdir, workers=2) as two,
+    ):
         interleave(
-            "durable accept, workers: 2 (vs workers: 1)", c.pairs,
+            "durable accept, workers: 2 (vs workers: 1)",
+            c.pairs,
             lambda: wrk(one + "/accept/x", c.seconds, c.connections, POST_1KB),
             lambda: wrk(two + "/accept/x", c.seconds, c.connections, POST_1KB),
         )
@@ -111,10 +119,17 @@ def memory(c: Context) -> None:
             peak.append(_rss_kib(pid))
             time.sleep(0.05)
         growth = (max(peak) - idle) / 1024
-        print(json.dumps({"row": "replay of a 200 MiB body, 4 at once", "idle_rss_mib":
-                          round(idle / 1024, 1), "growth_mib": round(growth, 1),
-                          "median_sampled_mib": round(statistics.median(peak) / 1024, 1)}),
-              flush=True)
+        print(
+            json.dumps(
+                {
+                    "row": "replay of a 200 MiB body, 4 at once",
+                    "idle_rss_mib": round(idle / 1024, 1),
+                    "growth_mib": round(growth, 1),
+                    "median_sampled_mib": round(statistics.median(peak) / 1024, 1),
+                }
+            ),
+            flush=True,
+        )
 
 
 def _drain(url: str) -> None:
@@ -134,6 +149,7 @@ def _pid_listening(port: int) -> int:
     """The gateway process (a child of the harness) that listens on `port`."""
     import subprocess
 
-    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True
+    ).stdout
     return int(out.split("pid=")[1].split(",")[0])

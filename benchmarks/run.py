@@ -48,8 +48,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 @contextmanager
 def process(command: list[str], port: int, **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            **kwargs)  # type: ignore[call-overload]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
     try:
         wait_port(port)
         yield proc
@@ -86,8 +85,16 @@ def gateway(upstream_url: str, workdir: Path, workers: int = 1) -> Iterator[str]
     db = workdir / f"gateway-{port}.db"
     config = workdir / f"gateway-{port}.yaml"
     config.write_text(GATEWAY_CONFIG.format(workers=workers, db=db, upstream=upstream_url))
-    command = [sys.executable, "-m", "gateway", "serve", "--config", str(config),
-               "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+    ]
     with process(command, port, cwd=ROOT):
         time.sleep(0.5 if workers == 1 else 1.5)  # every worker up
         yield f"http://127.0.0.1:{port}"
@@ -123,8 +130,11 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None = None) ->
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else 0.0,
-            "non_2xx": float(errors.group(1)) if errors else 0.0}
+    return {
+        "rps": rps,
+        "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else 0.0,
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+    }
 
 
 def post(url: str, body: bytes = b"x") -> str:
@@ -146,8 +156,8 @@ def wait_done(url: str, timeout: float = 60.0) -> None:
 def ended(gateway_url: str, route: str) -> float:
     with urllib.request.urlopen(gateway_url + "/_gateway/metrics", timeout=30) as response:
         text = response.read().decode()
-    match = re.search(rf'gateway_jobs_ended_total{{outcome="completed",route="{route}"}} ([\d.e+]+)',
-                      text)
+    sample = rf'gateway_jobs_ended_total{{outcome="completed",route="{route}"}} ([\d.e+]+)'
+    match = re.search(sample, text)
     return float(match.group(1)) if match else 0.0
 
 
@@ -167,8 +177,12 @@ def interleave(
             ref = reference()
         ratios.append(gw[key] / ref[key] if ref[key] else 0.0)
         raw.append({"reference": ref, "gateway": gw})
-    row = {"row": name, "metric": key, "median_ratio": round(statistics.median(ratios), 3),
-           "pairs": raw}
+    row = {
+        "row": name,
+        "metric": key,
+        "median_ratio": round(statistics.median(ratios), 3),
+        "pairs": raw,
+    }
     print(json.dumps(row), flush=True)
     return row
 
@@ -194,9 +208,15 @@ def run_rows(rows: set[str], args: argparse.Namespace, workdir: Path) -> None:
     up_command, up_port = server("upstream")
     noop_command, noop_port = server("noop")
     with process(up_command, up_port), process(noop_command, noop_port):
-        context = suite.Context(args.seconds, args.connections, args.pairs, workdir,
-                                f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{noop_port}",
-                                up_port)
+        context = suite.Context(
+            args.seconds,
+            args.connections,
+            args.pairs,
+            workdir,
+            f"http://127.0.0.1:{up_port}",
+            f"http://127.0.0.1:{noop_port}",
+            up_port,
+        )
         for name in ("accept", "poll", "replay", "proxy", "e2e", "workers", "memory"):
             if name in rows:
                 getattr(suite, name)(context)
