@@ -133,12 +133,13 @@ async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.Strea
         if isinstance(stored, web.Response):
             return stored
         job = stored
-        if job.id != new.id and job.status in jobs.FINAL:  # a repeat: the first job answers
-            return await answer(request, rt, job, extra)
-        if job.id == new.id:
+        if job.id != new.id:  # a repeat under an Idempotency-Key: the first job answers
+            if job.status in jobs.FINAL:
+                return await answer(request, rt, job, extra)
+        else:
             rt.metrics.accepted.labels(matched.path).inc()
             rt.metrics.accept_latency.observe(rt.now() - new.created_at)
-        rt.dispatcher.notify(job.upstream)
+            rt.dispatcher.notify(job.upstream)
         if job.id == new.id and await until(ended, wait):
             ended_job = await _reread(rt, job.id)
             if ended_job is not None and ended_job.status in jobs.FINAL:
