@@ -1,7 +1,7 @@
-"""HTTP only: accepting async requests (202), the status URL, proxy routes, health endpoints.
+"""HTTP only: accepting async requests (202), proxy routes, the gateway's own endpoints.
 
 Handlers translate between HTTP and the store, the dispatcher and `upstream.exchange`; header
-rules live in `headers.py`, answers in `responses.py`.
+rules live in `headers.py`, answers in `responses.py`, the status URL in `status.py`.
 """
 
 from __future__ import annotations
