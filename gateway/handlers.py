@@ -209,6 +209,27 @@ async def answer(
     )
 
 
+def _body_for_proxy(
+    request: web.Request, limit: int, over: list[BodyTooLarge]
+) -> AsyncIterator[bytes] | aiohttp.StreamReader | None:
+    """The body as it streams through; one without a Content-Length is counted against
+    max_body as it goes (a declared one was checked before)."""
+    if not request.body_exists:
+        return None
+    if request.content_length is not None:
+        return request.content
+
+    async def counted() -> AsyncIterator[bytes]:
+        try:
+            async for piece in _pieces(request, limit):
+                yield piece
+        except BodyTooLarge as e:
+            over.append(e)
+            raise
+
+    return counted()
+
+
 async def _pieces(request: web.Request, limit: int) -> AsyncIterator[bytes]:
     """The request body in pieces of CHUNK bytes (the last may be shorter)."""
     buffer = bytearray()
@@ -230,7 +251,8 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
     sent = list(h.for_upstream(raw, peer(request), rt.config.server.trust_forwarded))
     if request.content_length is not None:
         sent.append(("Content-Length", str(request.content_length)))
-    body = request.content if request.body_exists else None
+    over: list[BodyTooLarge] = []
+    body = _body_for_proxy(request, rt.config.server.max_body, over)
     response = web.StreamResponse()
     try:
         async with exchange(
@@ -245,8 +267,11 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
             await response.prepare(request)
             async for chunk in reply.body:
                 await response.write(chunk)
-    except UpstreamFailed as e:
-        if response.prepared:  # too late for a 502: cut the connection so the client can tell
+    except (UpstreamFailed, BodyTooLarge) as e:
+        if over:
+            return _too_large(rt.config.server.max_body)
+        if response.prepared or not isinstance(e, UpstreamFailed):
+            # Too late for a 502: cut the connection so the client can tell.
             raise ConnectionResetError("upstream failed mid-answer") from e
         failure = e.failure
         title = "Gateway Timeout" if failure.http_status == 504 else "Bad Gateway"

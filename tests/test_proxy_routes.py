@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import pytest
@@ -92,3 +93,20 @@ async def test_health_and_readiness(gateway: Any) -> None:
     assert (await gateway.get("/_gateway/healthz")).status == 200
     ready = await gateway.get("/_gateway/readyz")
     assert ready.status == 200 and (await ready.json())["status"] == "ready"
+
+
+async def test_streamed_body_over_max_body_is_413_on_proxy_routes(
+    gateway: Any, upstream: FakeUpstream
+) -> None:
+    async def chunks() -> Any:
+        for _ in range(20):
+            yield b"y" * 65536  # 1.25 MiB with no Content-Length
+
+    response = await gateway.post("/x", data=chunks())
+    assert response.status == 413
+    small = await gateway.post("/x", data=_one_chunk())
+    assert small.status == 200 and json.loads(await small.text())["size"] == 5
+
+
+async def _one_chunk() -> Any:
+    yield b"small"
