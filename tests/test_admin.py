@@ -49,6 +49,7 @@ async def test_jobs_commands_while_the_gateway_serves(
         ).stdout.strip() == "[]"
 
         shown = await jobs_cli(config, "show", job_id)
+        assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["failure"]["kind"] == "refused"
 
         upstream = await FakeUpstream().start(port)  # the backend is back

@@ -31,6 +31,7 @@ from gateway.store import statements as sql
 from gateway.store.writer import Writer
 
 BUSY_TIMEOUT_MS = 5000
+POINT_BUSY_S = 0.02  # the longest a read on the event loop may wait for a lock
 
 
 def _connect(path: str, schema: bool) -> sqlite3.Connection:
@@ -58,7 +59,7 @@ class SQLiteStore:
             self._reader = await aiosqlite.connect(
                 self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
             )
-            self._point = sqlite3.connect(self.path, isolation_level=None, timeout=0.1)
+            self._point = sqlite3.connect(self.path, isolation_level=None, timeout=POINT_BUSY_S)
         except (sqlite3.Error, OSError) as e:
             await self.close()
             raise StorageError(f"cannot open {self.path}: {e}") from e
@@ -113,18 +114,19 @@ class SQLiteStore:
     # -- reading -----------------------------------------------------------------
 
     async def get(self, job_id: str, now: float) -> Job | None:
-        row = self._point_read(sql.GET, (job_id, now))
+        try:
+            row = self._point_read(sql.GET, (job_id, now))
+        except sqlite3.Error:  # busy for a moment (a WAL reset): wait off the loop instead
+            row = await self._read_one(sql.GET, (job_id, now))
         return sql.job_of(row) if row else None
 
     def _point_read(self, query: str, args: tuple[Any, ...]) -> Any:
-        """A lookup by key on the event loop itself: in WAL mode it never waits on writers, and
-        it costs a fraction of a hop to the reader thread (the status URL's hot path)."""
+        """A lookup by key on the event loop itself: in WAL mode it almost never waits on
+        writers, and it costs a fraction of a hop to the reader thread (the status URL's hot
+        path). It may wait at most POINT_BUSY_S; longer waits go to the reader thread."""
         if self._point is None:
             raise StorageError("storage is not open")
-        try:
-            rows = self._point.execute(query, args).fetchall()  # run to its end: no open read
-        except sqlite3.Error as e:
-            raise StorageError(f"read failed: {e}") from e
+        rows = self._point.execute(query, args).fetchall()  # run to its end: no open read
         return rows[0] if rows else None
 
     async def _job(self, job_id: str) -> Job:
