@@ -18,6 +18,7 @@ from gateway import handlers, status
 from gateway.callbacks import Deliverer
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
+from gateway.errors import GatewayError
 from gateway.handlers import RUNTIME, Runtime
 from gateway.metrics import Metrics
 from gateway.store import Store
@@ -100,7 +101,10 @@ async def serve(config: Config, host: str, port: int, shared_port: bool = False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_port=shared_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            raise GatewayError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
         log.info(
             "listening",
             extra={

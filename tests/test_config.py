@@ -207,3 +207,18 @@ def test_config_defaults_to_the_environment_variable(tmp_path: Path) -> None:
     result = run_cli("check", env={"GATEWAY_CONFIG": str(path), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
     assert f"{path}:1: nonsense: unknown key" in result.stderr
+
+
+def test_a_port_in_use_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "gw.yaml"
+        path.write_text(MINIMAL + f"storage: {{path: {tmp_path / 'gw.db'}}}\n")
+        result = run_cli("serve", "--config", str(path), "--port", str(port))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
