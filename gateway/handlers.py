@@ -60,11 +60,10 @@ async def route(request: web.Request) -> web.StreamResponse:
     if matched is None:
         return responses.problem(404, "Not Found", f"no route for {request.method} {request.path}")
     if rt.draining:
-        return responses.problem(
-            503,
+        return responses.unavailable(
             "Draining",
             "the gateway is shutting down; try again shortly",
-            headers={"Retry-After": responses.seconds(rt.config.jobs.retry_after)},
+            rt.config.jobs.retry_after,
         )
     too_large = _declared_too_large(request, rt.config.server.max_body)
     if too_large is not None:
@@ -140,10 +139,10 @@ async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.Strea
             rt.metrics.accepted.labels(matched.path).inc()
             rt.metrics.accept_latency.observe(rt.now() - new.created_at)
             rt.dispatcher.notify(job.upstream)
-        if job.id == new.id and await until(ended, wait):
-            ended_job = await _reread(rt, job.id)
-            if ended_job is not None and ended_job.status in jobs.FINAL:
-                return await answer(request, rt, ended_job, extra)
+            if await until(ended, wait):
+                ended_job = await _reread(rt, job.id)
+                if ended_job is not None and ended_job.status in jobs.FINAL:
+                    return await answer(request, rt, ended_job, extra)
     base = h.base_url(peer(request), raw, config.server.public_url, config.server.trust_forwarded)
     status_url = f"{base}{config.jobs.prefix}/{job.id}"
     return responses.accepted(job, status_url, config.jobs.retry_after, extra)
@@ -161,11 +160,10 @@ def _idempotency_key(rt: Runtime, raw: h.Headers) -> str:
 async def _store(request: web.Request, rt: Runtime, new: NewJob) -> jobs.Job | web.Response:
     """The stored job (or the first one under the same Idempotency-Key), or the refusal."""
     config = rt.config
-    retry_later = {"Retry-After": responses.seconds(config.jobs.retry_after)}
     try:
         if await rt.dispatcher.backlog() >= config.jobs.max_queued:
-            return responses.problem(
-                503, "Queue Full", "too many jobs are waiting", headers=retry_later
+            return responses.unavailable(
+                "Queue Full", "too many jobs are waiting", config.jobs.retry_after
             )
         return await rt.store.accept(new, _pieces(request, config.server.max_body))
     except BodyTooLarge:
@@ -178,8 +176,8 @@ async def _store(request: web.Request, rt: Runtime, new: NewJob) -> jobs.Job | w
         )
     except StorageError as e:
         log.error("cannot store request", extra={"event": "accept_failed", "error": str(e)})
-        return responses.problem(
-            503, "Storage Unavailable", "the request could not be stored", headers=retry_later
+        return responses.unavailable(
+            "Storage Unavailable", "the request could not be stored", config.jobs.retry_after
         )
 
 

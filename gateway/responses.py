@@ -32,6 +32,14 @@ def problem(
     )
 
 
+def unavailable(
+    title: str, detail: str, retry_after: float, extra: dict[str, str] | None = None
+) -> web.Response:
+    """503 problem+json with Retry-After: the gateway or its storage cannot take this now."""
+    headers = {"Retry-After": seconds(retry_after), **(extra or {})}
+    return problem(503, title, detail, headers=headers)
+
+
 def seconds(value: float) -> str:
     """A Retry-After value: whole seconds, at least 1."""
     return str(max(1, math.ceil(value)))

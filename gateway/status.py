@@ -91,12 +91,9 @@ async def delete(request: web.Request) -> web.StreamResponse:
 
 
 def _storage_down(rt: Runtime) -> web.Response:
-    return responses.problem(
-        503,
+    return responses.unavailable(
         "Storage Unavailable",
         "storage cannot be read right now",
-        headers={
-            "Retry-After": responses.seconds(rt.config.jobs.retry_after),
-            "Cache-Control": responses.NO_STORE,
-        },
+        rt.config.jobs.retry_after,
+        {"Cache-Control": responses.NO_STORE},
     )
