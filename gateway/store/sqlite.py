@@ -320,21 +320,9 @@ class SQLiteStore:
         return [sql.job_of(r) for r in rows]
 
     async def purge_finished(self, before: float) -> int:
-        def op(c: sqlite3.Connection) -> int:
-            ids = [
-                r[0]
-                for r in c.execute(
-                    "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'canceled')"
-                    " AND finished_at < ? LIMIT 500",
-                    (before,),
-                )
-            ]
-            for job_id in ids:
-                sql.delete(c, job_id)
-            return len(ids)
-
         total = 0
-        while (deleted := await self._writer.run(op)) > 0:
+        batch = (sql.FINISHED_BEFORE, (before,))
+        while (deleted := await self._writer.run(lambda c: sql.delete_found(c, *batch))) > 0:
             total += deleted
         return total
 
@@ -356,13 +344,9 @@ class SQLiteStore:
         )
 
     async def purge(self, now: float, stale_before: float) -> int:
-        def op(c: sqlite3.Connection) -> int:
-            ids = [r[0] for r in c.execute(sql.EXPIRED, (now, stale_before))]
-            for job_id in ids:
-                sql.delete(c, job_id)
-            return len(ids)
-
-        return await self._writer.run(op)
+        return await self._writer.run(
+            lambda c: sql.delete_found(c, sql.EXPIRED, (now, stale_before))
+        )
 
 
 async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -100,6 +100,11 @@ CLAIM = (
     " AND upstream = ? AND not_before <= ? ORDER BY seq LIMIT ?) AND status = 'queued'"
     f" RETURNING {COLUMNS}"
 )
+# A batch of finished jobs that ended before a time (`jobs purge --older-than`).
+FINISHED_BEFORE = (
+    "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'canceled')"
+    " AND finished_at < ? LIMIT 500"
+)
 # A batch of jobs past retention and of abandoned uploads, found by index: the sweep costs what
 # it deletes, whatever the number of live jobs.
 EXPIRED = (
@@ -177,6 +182,14 @@ def drop_part(job_id: str, part: Part) -> Callable[[sqlite3.Connection], None]:
         c.execute("DELETE FROM bodies WHERE job_id = ? AND part = ?", (job_id, part))
 
     return op
+
+
+def delete_found(c: sqlite3.Connection, query: str, args: tuple[Any, ...]) -> int:
+    """Delete every job whose id `query` selects, with all stored for it; how many."""
+    ids = [row[0] for row in c.execute(query, args)]
+    for job_id in ids:
+        delete(c, job_id)
+    return len(ids)
 
 
 def delete(c: sqlite3.Connection, job_id: str) -> None:
