@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
 from gateway import handlers, status
+from gateway.accesslog import AccessLines, logger_class
 from gateway.callbacks import Deliverer
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
@@ -75,28 +76,12 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     return app
 
 
-class AccessLog(AbstractAccessLogger):
-    """One JSON line per request: method, path, status, duration; never a header value."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            "request",
-            extra={
-                "event": "access",
-                "method": request.method,
-                "path": request.path,
-                "status": response.status,
-                "duration_ms": round(time * 1000, 2),
-                "remote": request.remote,
-            },
-        )
-
-
 async def serve(config: Config, host: str, port: int, shared_port: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, then drain as the contract says and return."""
     app = create_app(config)
+    lines = AccessLines(sys.stderr)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log_class=AccessLog, shutdown_timeout=5.0
+        app, handle_signals=False, access_log_class=logger_class(lines), shutdown_timeout=5.0
     )
     await runner.setup()
     try:
@@ -125,4 +110,5 @@ async def serve(config: Config, host: str, port: int, shared_port: bool = False)
         await runtime.dispatcher.drain(config.server.shutdown_grace)
     finally:
         await runner.cleanup()
+        lines.flush()
     log.info("stopped", extra={"event": "stopped"})
