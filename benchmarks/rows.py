@@ -28,6 +28,7 @@ class Context:
 
 def accept(c: Context) -> None:
     with gateway(c.upstream, c.workdir) as gw:
+        post(gw + "/accept/hold")  # holds the upstream's one slot: the rest stay queued
         interleave(
             "durable accept, 1 KB POST -> 202 (vs no-op 202)",
             c.pairs,
@@ -38,7 +39,7 @@ def accept(c: Context) -> None:
 
 def poll(c: Context) -> None:
     with gateway(c.upstream, c.workdir) as gw:
-        post(gw + "/accept/first")  # takes the held upstream's one slot
+        post(gw + "/accept/hold")  # holds the upstream's one slot: the next job stays queued
         status_url = post(gw + "/accept/pending")  # stays queued behind it
         interleave(
             "status poll of a pending job (vs no-op)",
@@ -94,6 +95,8 @@ def workers(c: Context) -> None:
         gateway(c.upstream, c.workdir, workers=1) as one,
         gateway(c.upstream, c.workdir, workers=2) as two,
     ):
+        post(one + "/accept/hold")
+        post(two + "/accept/hold")
         interleave(
             "durable accept, workers: 2 (vs workers: 1)",
             c.pairs,

@@ -14,9 +14,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway import headers as h
-from gateway.jobs import Job, summary
+from gateway.jobs import Job, rfc3339
 
 PROBLEM = "application/problem+json"
+JSON = "application/json; charset=utf-8"
 NO_STORE = "no-store"
 
 
@@ -57,16 +58,25 @@ def accepted(job: Job, status_url: str, retry_after: float, extra: dict[str, str
         "id": job.id,
         "status": str(job.status),
         "status_url": status_url,
-        "created_at": summary(job)["created_at"],
+        "created_at": rfc3339(job.created_at),
     }
-    headers = {**job_headers(job, retry_after), "Location": status_url, **extra}
-    return web.json_response(view, status=202, headers=headers)
+    return _json(202, view, {**job_headers(job, retry_after), "Location": status_url, **extra})
 
 
 def pending(job: Job, retry_after: float, extra: dict[str, str]) -> web.Response:
-    full = summary(job)
-    view = {key: full[key] for key in ("id", "status", "created_at", "started_at", "attempts")}
-    return web.json_response(view, status=202, headers={**job_headers(job, retry_after), **extra})
+    view = {
+        "id": job.id,
+        "status": str(job.status),
+        "created_at": rfc3339(job.created_at),
+        "started_at": rfc3339(job.started_at),
+        "attempts": job.attempts,
+    }
+    return _json(202, view, {**job_headers(job, retry_after), **extra})
+
+
+def _json(status: int, view: dict[str, object], headers: dict[str, str]) -> web.Response:
+    headers["Content-Type"] = JSON
+    return web.Response(status=status, body=json.dumps(view).encode(), headers=headers)
 
 
 def failed(job: Job, extra: dict[str, str]) -> web.Response:

@@ -19,12 +19,11 @@ from gateway.handlers import RUNTIME, Runtime, answer, binding
 DEFAULT_MAX_WAIT = 60.0
 
 
-async def _bound(request: web.Request, rt: Runtime) -> jobs.Job | None:
+async def _bound(request: web.Request, rt: Runtime, raw: h.Headers) -> jobs.Job | None:
     job = await rt.store.get(request.match_info["id"], rt.now())
-    offered = binding(rt, h.decode(request.raw_headers))
-    if job is None or not hmac.compare_digest(job.binding, offered):
+    if job is None:
         return None
-    return job
+    return job if hmac.compare_digest(job.binding, binding(rt, raw)) else None
 
 
 def _max_wait(rt: Runtime, job: jobs.Job) -> float:
@@ -35,27 +34,41 @@ def _max_wait(rt: Runtime, job: jobs.Job) -> float:
 async def status(request: web.Request) -> web.StreamResponse:
     """GET and HEAD; `Prefer: wait=N` answers as soon as the job ends, or after N seconds."""
     rt = request.app[RUNTIME]
-    prefs = h.preferences(h.decode(request.raw_headers))
+    raw = h.decode(request.raw_headers)
+    prefs = h.preferences(raw)
+    extra: dict[str, str] = {}
     try:
-        async with rt.dispatcher.endings.watch(request.match_info["id"]) as ended:
-            job = await _bound(request, rt)
-            if job is None:
-                return responses.not_found()
-            extra: dict[str, str] = {}
-            if job.status in jobs.PENDING and prefs.wait:
-                seconds = min(prefs.wait, _max_wait(rt, job))
-                extra["Preference-Applied"] = f"wait={seconds:g}"
-                if await until(ended, seconds):
-                    job = await _bound(request, rt) or job
+        if prefs.wait:
+            job = await _long_poll(request, rt, raw, prefs.wait, extra)
+        else:
+            job = await _bound(request, rt, raw)
     except StorageError:
         return _storage_down(rt)
+    if job is None:
+        return responses.not_found()
     return await answer(request, rt, job, extra)
+
+
+async def _long_poll(
+    request: web.Request, rt: Runtime, raw: h.Headers, wait: float, extra: dict[str, str]
+) -> jobs.Job | None:
+    """The job once it ends or `wait` runs out; the watch starts before the first read, so an
+    end that lands in between is not missed."""
+    async with rt.dispatcher.endings.watch(request.match_info["id"]) as ended:
+        job = await _bound(request, rt, raw)
+        if job is None or job.status not in jobs.PENDING:
+            return job
+        seconds = min(wait, _max_wait(rt, job))
+        extra["Preference-Applied"] = f"wait={seconds:g}"
+        if await until(ended, seconds):
+            return await _bound(request, rt, raw) or job
+        return job
 
 
 async def status_view(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     try:
-        job = await _bound(request, rt)
+        job = await _bound(request, rt, h.decode(request.raw_headers))
     except StorageError:
         return _storage_down(rt)
     if job is None:
@@ -67,7 +80,7 @@ async def delete(request: web.Request) -> web.StreamResponse:
     """Cancel a pending job (its call in flight is aborted) or forget a finished one."""
     rt = request.app[RUNTIME]
     try:
-        job = await _bound(request, rt)
+        job = await _bound(request, rt, h.decode(request.raw_headers))
         if job is None:
             return responses.not_found()
         if job.status in jobs.PENDING:

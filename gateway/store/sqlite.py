@@ -114,11 +114,14 @@ class SQLiteStore:
     # -- reading -----------------------------------------------------------------
 
     async def get(self, job_id: str, now: float) -> Job | None:
-        try:
-            row = self._point_read(sql.GET, (job_id, now))
-        except sqlite3.Error:  # busy for a moment (a WAL reset): wait off the loop instead
-            row = await self._read_one(sql.GET, (job_id, now))
+        row = await self._lookup(sql.GET, (job_id, now))
         return sql.job_of(row) if row else None
+
+    async def _lookup(self, query: str, args: tuple[Any, ...]) -> Any:
+        try:
+            return self._point_read(query, args)
+        except sqlite3.Error:  # busy for a moment (a WAL reset): wait off the loop instead
+            return await self._read_one(query, args)
 
     def _point_read(self, query: str, args: tuple[Any, ...]) -> Any:
         """A lookup by key on the event loop itself: in WAL mode it almost never waits on
@@ -138,10 +141,7 @@ class SQLiteStore:
     async def body(self, job_id: str, part: Part) -> AsyncIterator[bytes]:
         n = 0
         while True:
-            row = await self._read_one(
-                "SELECT data FROM bodies WHERE job_id = ? AND part = ? AND n = ?",
-                (job_id, int(part), n),
-            )
+            row = await self._lookup(sql.PIECE, (job_id, int(part), n))
             if row is None:
                 return
             yield bytes(row[0])

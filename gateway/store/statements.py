@@ -6,6 +6,7 @@ nothing here awaits or opens connections.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable
@@ -67,32 +68,18 @@ CREATE TABLE IF NOT EXISTS callbacks (
 CREATE INDEX IF NOT EXISTS callbacks_due ON callbacks (next_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_NAMES = (
-    "id",
-    "route",
-    "upstream",
-    "status",
-    "method",
-    "target",
-    "created_at",
-    "attempts",
-    "started_at",
-    "finished_at",
-    "request_headers",
-    "request_size",
-    "retry_on_interrupt",
-    "binding",
-    "callback",
-    "owner",
-    "lease_until",
-    "answer",
-    "failure",
+# The jobs columns read back, named and ordered as the Job's fields.
+_NAMES = tuple(field.name for field in dataclasses.fields(Job))
+_STATUS, _HEADERS, _RETRY, _ANSWER, _FAILURE = (
+    _NAMES.index(name)
+    for name in ("status", "request_headers", "retry_on_interrupt", "answer", "failure")
 )
 COLUMNS = ", ".join(_NAMES)
 GET = (
     f"SELECT {COLUMNS} FROM jobs WHERE id = ? AND status != 'receiving'"
     " AND (expires_at IS NULL OR expires_at > ?)"
 )
+PIECE = "SELECT data FROM bodies WHERE job_id = ? AND part = ? AND n = ?"
 # The oldest due queued jobs of one upstream, taken only if still queued (compare-and-set).
 CLAIM = (
     "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, started_at = ?,"
@@ -230,19 +217,15 @@ def owe_callback(c: sqlite3.Connection, job_id: str, now: float) -> None:
 
 
 def job_of(row: Any) -> Job:
-    """A Job from a row of COLUMNS, whose names are the Job's own fields."""
-    fields = dict(zip(_NAMES, row, strict=True))
-    headers, answer, failure = fields["request_headers"], fields["answer"], fields["failure"]
-    return Job(
-        **{
-            **fields,
-            "status": Status(fields["status"]),
-            "retry_on_interrupt": bool(fields["retry_on_interrupt"]),
-            "request_headers": _headers(json.loads(headers)) if headers else None,
-            "answer": _answer(json.loads(answer)) if answer else None,
-            "failure": Failure(*json.loads(failure)) if failure else None,
-        }
-    )
+    """A Job from a row of COLUMNS."""
+    fields = list(row)
+    headers, answer, failure = fields[_HEADERS], fields[_ANSWER], fields[_FAILURE]
+    fields[_STATUS] = Status(fields[_STATUS])
+    fields[_HEADERS] = _headers(json.loads(headers)) if headers else None
+    fields[_RETRY] = bool(fields[_RETRY])
+    fields[_ANSWER] = _answer(json.loads(answer)) if answer else None
+    fields[_FAILURE] = Failure(*json.loads(failure)) if failure else None
+    return Job(*fields)
 
 
 def _headers(pairs: list[list[str]]) -> tuple[tuple[str, str], ...]:
