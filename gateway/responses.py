@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -74,7 +74,7 @@ def pending(job: Job, retry_after: float, extra: dict[str, str]) -> web.Response
     return _json(202, view, {**job_headers(job, retry_after), **extra})
 
 
-def _json(status: int, view: dict[str, object], headers: dict[str, str]) -> web.Response:
+def _json(status: int, view: Mapping[str, object], headers: dict[str, str]) -> web.Response:
     headers["Content-Type"] = JSON
     return web.Response(status=status, body=json.dumps(view).encode(), headers=headers)
 
