@@ -109,7 +109,8 @@ class Dispatcher:
         queue holds, too much for every request."""
         clock = time.monotonic()
         if clock - self._backlog_at >= BACKLOG_TTL:
-            self._backlog, self._backlog_at = await self._store.queued(), clock
+            self._backlog_at = clock  # one count at a time: the others use the last figure
+            self._backlog = await self._store.queued(self._config.jobs.max_queued)
         return self._backlog
 
     def abort(self, job_id: str) -> None:

@@ -63,7 +63,15 @@ async def test_accept_stores_request_and_queues(store: Store) -> None:
     assert got.request_headers == (("Authorization", "Bearer x"), ("X-A", "1"), ("X-A", "2"))
     assert got.request_size == 7
     assert await body(store, "a", Part.REQUEST) == b"payload"
-    assert await store.queued() == 1
+    assert await store.queued(100) == 1
+
+
+async def test_the_queue_is_counted_up_to_a_limit(store: Store) -> None:
+    for job_id in "abc":
+        await accepted(store, job_id)
+    await store.claim("up", "w1", T0, T0 + 15)
+    assert await store.queued(100) == 2
+    assert await store.queued(1) == 1
 
 
 async def test_accept_takes_many_pieces(store: Store) -> None:
@@ -82,7 +90,7 @@ async def test_an_upload_that_breaks_leaves_no_job(store: Store) -> None:
     with pytest.raises(ConnectionResetError):
         await store.accept(new("gone"), broken())
     assert await store.get("gone", T0) is None
-    assert await store.queued() == 0
+    assert await store.queued(100) == 0
 
 
 async def test_unknown_job_is_none(store: Store) -> None:
@@ -99,7 +107,7 @@ async def test_claim_takes_oldest_due_job_once(store: Store) -> None:
     assert (one.id, one.status, one.attempts) == ("first", Status.RUNNING, 1)
     assert two.id == "second"
     assert await store.claim("up", "w3", T0, T0 + 15) is None
-    assert await store.queued() == 1
+    assert await store.queued(100) == 1
 
 
 async def test_complete_stores_answer_and_drops_request(store: Store) -> None:
@@ -190,7 +198,7 @@ async def test_sqlite_key_survives_reopen(tmp_path: Path) -> None:
     second = SQLiteStore(path)
     await second.open()
     assert await second.key() == key
-    assert await second.queued() == 0
+    assert await second.queued(100) == 0
     await second.close()
 
 
@@ -235,7 +243,7 @@ async def test_idempotency_key_keeps_the_first_job(store: Store) -> None:
         await store.accept(keyed("c", "k"), pieces(b"other"))
     with pytest.raises(IdempotencyConflict):
         await store.accept(keyed("d", "k", target="/elsewhere"), pieces(b"same"))
-    assert await store.queued() == 1
+    assert await store.queued(100) == 1
 
 
 async def test_idempotency_key_frees_up_when_the_job_is_gone(store: Store) -> None:

@@ -100,8 +100,9 @@ class Store(Protocol):
     async def callback_later(self, webhook_id: str, next_at: float) -> None:
         """Not delivered: try again at `next_at`."""
 
-    async def queued(self) -> int:
-        """How many jobs wait for an upstream slot."""
+    async def queued(self, at_most: int) -> int:
+        """How many jobs wait for an upstream slot, counted up to `at_most` (the count costs
+        what it counts)."""
 
     async def queued_by_upstream(self) -> dict[str, int]:
         """How many jobs wait, per upstream that has any."""

@@ -247,8 +247,8 @@ class MemoryStore:
                 counts[row.job.upstream] = counts.get(row.job.upstream, 0) + 1
         return counts
 
-    async def queued(self) -> int:
-        return sum(1 for r in self._rows.values() if r.job.status == Status.QUEUED)
+    async def queued(self, at_most: int) -> int:
+        return min(at_most, sum(1 for r in self._rows.values() if r.job.status == Status.QUEUED))
 
     async def purge(self, now: float, stale_before: float) -> int:
         gone = [

@@ -194,8 +194,10 @@ class SQLiteStore:
         )
         return {str(upstream): int(count) for upstream, count in rows}
 
-    async def queued(self) -> int:
-        row = await self._read_one("SELECT count(*) FROM jobs WHERE status = 'queued'", ())
+    async def queued(self, at_most: int) -> int:
+        row = await self._read_one(
+            "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'queued' LIMIT ?)", (at_most,)
+        )
         return int(row[0])
 
     async def running(self) -> list[Job]:
