@@ -251,15 +251,18 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
         sent.append(("Content-Length", str(request.content_length)))
     over: list[BodyTooLarge] = []
     body = _body_for_proxy(request, rt.config.server.max_body, over)
-    response = web.StreamResponse()
+    response: web.StreamResponse | None = None
     try:
         async with exchange(
             rt.session, upstream, request.method, request.raw_path, tuple(sent), body
         ) as reply:
-            response.set_status(reply.answer.status, reply.answer.reason or None)
+            answer = reply.answer
+            length = h.content_length(answer.headers)
+            # A body of known length leaves with its head; a stream's head leaves at once.
+            kind = web.StreamResponse if length is None else responses.Streamed
+            response = kind(status=answer.status, reason=answer.reason or None)
             response.headers.clear()
-            response.headers.extend(h.for_client(reply.answer.headers))
-            length = h.content_length(reply.answer.headers)
+            response.headers.extend(h.for_client(answer.headers))
             if length is not None:
                 response.content_length = length
             await response.prepare(request)
@@ -268,12 +271,13 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
     except (UpstreamFailed, BodyTooLarge) as e:
         if over:
             return _too_large(rt.config.server.max_body)
-        if response.prepared or not isinstance(e, UpstreamFailed):
+        if (response is not None and response.prepared) or not isinstance(e, UpstreamFailed):
             # Too late for a 502: cut the connection so the client can tell.
             raise ConnectionResetError("upstream failed mid-answer") from e
         failure = e.failure
         title = "Gateway Timeout" if failure.http_status == 504 else "Bad Gateway"
         return responses.problem(failure.http_status, title, failure.detail)
+    assert response is not None  # the exchange either answered or raised
     await response.write_eof()
     return response
 
