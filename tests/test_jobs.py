@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -17,6 +18,7 @@ from gateway.jobs import (
     Status,
     after_try,
     backoff,
+    new_id,
     on_restart,
     retries_on_interrupt,
     summary,
@@ -106,3 +108,12 @@ def test_summary_uses_rfc3339_times() -> None:
     view = summary(job())
     assert view["created_at"] == "1970-01-12T13:46:40.000Z"
     assert view["started_at"] is None
+
+
+def test_job_ids_sort_by_time_and_carry_128_random_bits() -> None:
+    t = 1_795_000_000.0
+    ids = [new_id(t + step) for step in (0.0, 0.001, 1.0, 86_400.0, 10 * 365 * 86_400.0)]
+    assert ids == sorted(ids)  # each new id lands at the end of the indexes keyed by id
+    assert all(re.fullmatch(r"[0-9A-Za-z]{8}[A-Za-z0-9_-]{22}", i) for i in ids)
+    same_moment = {new_id(t)[8:] for _ in range(1000)}
+    assert len(same_moment) == 1000  # the random part differs even within one millisecond
