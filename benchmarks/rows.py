@@ -13,6 +13,8 @@ from pathlib import Path
 from benchmarks.run import POST_1KB, ended, gateway, interleave, nginx, post, wait_done, wrk
 
 MIB = 1024 * 1024
+RATE = 1000  # a moderate fixed load: about a fifth of what the gateway accepts at saturation
+PACED_CONNECTIONS = 32
 
 
 @dataclass
@@ -34,6 +36,13 @@ def accept(c: Context) -> None:
             c.pairs,
             lambda: wrk(c.noop + "/accept", c.seconds, c.connections, POST_1KB),
             lambda: wrk(gw + "/accept/x", c.seconds, c.connections, POST_1KB),
+        )
+        interleave(
+            f"durable accept p99 at {RATE}/s (vs no-op's)",
+            c.pairs,
+            lambda: wrk(c.noop + "/accept", c.seconds, PACED_CONNECTIONS, POST_1KB, RATE),
+            lambda: wrk(gw + "/accept/x", c.seconds, PACED_CONNECTIONS, POST_1KB, RATE),
+            key="p99_ms",
         )
 
 
@@ -68,6 +77,13 @@ def proxy(c: Context) -> None:
             c.pairs,
             lambda: wrk(ng + "/proxy/fast", c.seconds, c.connections),
             lambda: wrk(gw + "/proxy/fast", c.seconds, c.connections),
+        )
+        interleave(
+            f"proxy route p99 at {RATE}/s (vs nginx's)",
+            c.pairs,
+            lambda: wrk(ng + "/proxy/fast", c.seconds, PACED_CONNECTIONS, rate=RATE),
+            lambda: wrk(gw + "/proxy/fast", c.seconds, PACED_CONNECTIONS, rate=RATE),
+            key="p99_ms",
         )
 
 
@@ -109,17 +125,17 @@ def memory(c: Context) -> None:
     """Four concurrent replays of a 200 MiB body: the gateway's RSS growth over idle."""
     size = 200 * MIB
     with gateway(c.upstream, c.workdir) as gw:
-        pid = _pid_listening(int(gw.rsplit(":", 1)[1]))
+        pid = pid_listening(int(gw.rsplit(":", 1)[1]))
         urls = [post(f"{gw}/e2e/big?bytes={size}") for _ in range(4)]
         for url in urls:
             wait_done(url, timeout=600)
-        idle = _rss_kib(pid)
+        idle = rss_kib(pid)
         peak = [idle]
         threads = [threading.Thread(target=_drain, args=(url,)) for url in urls]
         for thread in threads:
             thread.start()
         while any(t.is_alive() for t in threads):
-            peak.append(_rss_kib(pid))
+            peak.append(rss_kib(pid))
             time.sleep(0.05)
         growth = (max(peak) - idle) / 1024
         print(
@@ -141,14 +157,14 @@ def _drain(url: str) -> None:
             pass
 
 
-def _rss_kib(pid: int) -> int:
+def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
 
 
-def _pid_listening(port: int) -> int:
+def pid_listening(port: int) -> int:
     """The gateway process (a child of the harness) that listens on `port`."""
     import subprocess
 

@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 POST_1KB = HERE / "post_1kb.lua"
+ROWS = ("accept", "poll", "replay", "proxy", "e2e", "workers", "memory", "stored", "longpoll")
 
 
 def free_port() -> int:
@@ -80,9 +81,11 @@ routes:
 
 
 @contextmanager
-def gateway(upstream_url: str, workdir: Path, workers: int = 1) -> Iterator[str]:
+def gateway(
+    upstream_url: str, workdir: Path, workers: int = 1, db: Path | None = None
+) -> Iterator[str]:
     port = free_port()
-    db = workdir / f"gateway-{port}.db"
+    db = db or workdir / f"gateway-{port}.db"
     config = workdir / f"gateway-{port}.yaml"
     config.write_text(GATEWAY_CONFIG.format(workers=workers, db=db, upstream=upstream_url))
     command = [
@@ -121,11 +124,26 @@ http {{
         yield f"http://127.0.0.1:{port}"
 
 
-def wrk(url: str, seconds: int, connections: int, script: Path | None = None) -> dict[str, float]:
+def wrk(
+    url: str,
+    seconds: int,
+    connections: int,
+    script: Path | None = None,
+    rate: int | None = None,
+) -> dict[str, float]:
+    """wrk's figures: closed loop (each connection sends as soon as it has its answer), or
+    paced to about `rate` requests a second in all (each connection waits
+    connections/rate seconds between requests: a fixed, moderate load, not saturation)."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if rate is not None:
+        script = paced(script, connections * 1000.0 / rate)
     if script is not None:
         command[1:1] = ["-s", str(script)]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
+    finally:
+        if rate is not None and script is not None:
+            script.unlink()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -135,6 +153,14 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None = None) ->
         "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else 0.0,
         "non_2xx": float(errors.group(1)) if errors else 0.0,
     }
+
+
+def paced(script: Path | None, interval_ms: float) -> Path:
+    """`script` (or none) with wrk's delay() hook: each connection waits `interval_ms`."""
+    text = script.read_text() if script is not None else ""
+    out = Path(tempfile.mkstemp(suffix=".lua")[1])
+    out.write_text(f"{text}\nfunction delay()\n  return {interval_ms:.3f}\nend\n")
+    return out
 
 
 def post(url: str, body: bytes = b"x") -> str:
@@ -192,7 +218,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--only", default="accept,poll,replay,proxy,e2e,workers,memory")
+    parser.add_argument("--only", default=",".join(ROWS))
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
@@ -204,6 +230,7 @@ def main() -> None:
 
 def run_rows(rows: set[str], args: argparse.Namespace, workdir: Path) -> None:
     from benchmarks import rows as suite
+    from benchmarks import scale
 
     up_command, up_port = server("upstream")
     noop_command, noop_port = server("noop")
@@ -217,9 +244,9 @@ def run_rows(rows: set[str], args: argparse.Namespace, workdir: Path) -> None:
             f"http://127.0.0.1:{noop_port}",
             up_port,
         )
-        for name in ("accept", "poll", "replay", "proxy", "e2e", "workers", "memory"):
+        for name in ROWS:
             if name in rows:
-                getattr(suite, name)(context)
+                getattr(scale if name in ("stored", "longpoll") else suite, name)(context)
 
 
 if __name__ == "__main__":
