@@ -1,8 +1,10 @@
 """The one owner of SQLite's write transaction: group commit from a single thread.
 
 Callers hand in operations (functions of a sqlite3 connection); the writer runs every waiting
-operation in one transaction, each inside a savepoint, and resolves each caller's future only
-after the COMMIT that holds its rows. A failed COMMIT fails every operation of that batch, so no
+operation in one transaction and resolves each caller's future only after the COMMIT that holds
+its rows. Should one operation fail, the batch is run again with each operation in a savepoint
+of its own, so one caller's failure is that caller's alone (operations are functions of the
+connection, safe to run again after a rollback). A failed COMMIT fails every operation of that batch, so no
 caller is ever told "stored" for a row that was rolled back.
 """
 
@@ -91,7 +93,12 @@ class Writer:
         conn: sqlite3.Connection = self._local.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            results = [self._apply(conn, op) for op in ops]
+            try:
+                results = [(True, op(conn)) for op in ops]
+            except Exception:  # one failed: run them again, each in its own savepoint
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                results = [self._apply(conn, op) for op in ops]
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             _rollback(conn)

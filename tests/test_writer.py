@@ -1,0 +1,51 @@
+"""The writer: a batch commits together, and one operation's failure is that caller's alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.store.writer import Writer
+
+
+async def test_a_failing_operation_fails_alone_and_the_batch_commits(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    writer = Writer(lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False))
+    await writer.start()
+
+    def put(key: str) -> Callable[[sqlite3.Connection], int]:
+        return lambda c: c.execute("INSERT INTO t VALUES (?)", (key,)).rowcount
+
+    def put_then_fail(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES ('half')")
+        raise ValueError("refused")
+
+    try:
+        results = await asyncio.gather(
+            writer.run(put("a")),
+            writer.run(put_then_fail),
+            writer.run(put("b")),
+            writer.run(put("a")),  # a duplicate: its own failure
+            return_exceptions=True,
+        )
+    finally:
+        await writer.stop()
+    assert results[0] == 1 and results[2] == 1
+    assert isinstance(results[1], ValueError)
+    assert isinstance(results[3], Exception)
+    with sqlite3.connect(path) as check:
+        assert sorted(r[0] for r in check.execute("SELECT k FROM t")) == ["a", "b"]
+
+
+async def test_nothing_is_written_after_stop(tmp_path: Path) -> None:
+    writer = Writer(lambda: sqlite3.connect(tmp_path / "w.db", check_same_thread=False))
+    await writer.start()
+    await writer.stop()
+    with pytest.raises(Exception, match="not open"):
+        await writer.run(lambda c: None)
