@@ -4,8 +4,8 @@ Callers hand in operations (functions of a sqlite3 connection); the writer runs 
 operation in one transaction and resolves each caller's future only after the COMMIT that holds
 its rows. Should one operation fail, the batch is run again with each operation in a savepoint
 of its own, so one caller's failure is that caller's alone (operations are functions of the
-connection, safe to run again after a rollback). A failed COMMIT fails every operation of that batch, so no
-caller is ever told "stored" for a row that was rolled back.
+connection, safe to run again after a rollback). A failed COMMIT fails every operation of that
+batch, so no caller is ever told "stored" for a row that was rolled back.
 """
 
 from __future__ import annotations
