@@ -132,7 +132,7 @@ def wrk(
     rate: int | None = None,
 ) -> dict[str, float]:
     """wrk's figures: closed loop (each connection sends as soon as it has its answer), or
-    paced to about `rate` requests a second in all (each connection waits
+    paced to about `rate` requests a second in all (each connection waits about
     connections/rate seconds between requests: a fixed, moderate load, not saturation)."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if rate is not None:
@@ -156,10 +156,14 @@ def wrk(
 
 
 def paced(script: Path | None, interval_ms: float) -> Path:
-    """`script` (or none) with wrk's delay() hook: each connection waits `interval_ms`."""
+    """`script` (or none) with wrk's delay() hook: each connection waits `interval_ms` on
+    average, drawn at random between half and one and a half of it, so that connections do not
+    march in step and arrive as bursts."""
     text = script.read_text() if script is not None else ""
     out = Path(tempfile.mkstemp(suffix=".lua")[1])
-    out.write_text(f"{text}\nfunction delay()\n  return {interval_ms:.3f}\nend\n")
+    out.write_text(
+        f"{text}\nfunction delay()\n  return {interval_ms:.3f} * (0.5 + math.random())\nend\n"
+    )
     return out
 
 
