@@ -106,14 +106,15 @@ def binding(rt: Runtime, raw: h.Headers) -> str:
 async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.StreamResponse:
     config = rt.config
     raw = h.decode(request.raw_headers)
+    now = rt.now()
     new = NewJob(
-        id=jobs.new_id(),
+        id=jobs.new_id(now),
         route=matched.path,
         upstream=matched.upstream,
         method=request.method,
         target=request.raw_path,
         headers=h.for_upstream(raw, peer(request), config.server.trust_forwarded),
-        created_at=rt.now(),
+        created_at=now,
         retry_on_interrupt=jobs.retries_on_interrupt(matched.on_interrupt, request.method),
         binding=binding(rt, raw),
         idempotency_key=_idempotency_key(rt, raw),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import random
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -123,11 +122,11 @@ def as_queued(job: NewJob, size: int) -> Job:
 _DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # in byte order
 
 
-def new_id(now: float | None = None) -> str:
+def new_id(now: float) -> str:
     """The time in milliseconds (8 characters that sort as the times do), then 128 random
     bits; URL-safe. Ids of jobs taken in the same period sort together, so each new one
     lands at the end of the indexes keyed by id instead of at a random place in them."""
-    ms = int((time.time() if now is None else now) * 1000)
+    ms = int(now * 1000)
     prefix = ""
     for _ in range(8):
         ms, digit = divmod(ms, 62)

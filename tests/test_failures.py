@@ -109,7 +109,7 @@ async def test_a_lapsed_lease_of_another_host_is_taken_over(
     store = SQLiteStore(config.storage.path)
     await store.open()
     job = NewJob(
-        id=new_id(),
+        id=new_id(time.time()),
         route="/async",
         upstream="legacy",
         method="GET",
