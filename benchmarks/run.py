@@ -160,11 +160,12 @@ def paced(script: Path | None, interval_ms: float) -> Path:
     average, drawn at random between half and one and a half of it, so that connections do not
     march in step and arrive as bursts."""
     text = script.read_text() if script is not None else ""
-    out = Path(tempfile.mkstemp(suffix=".lua")[1])
-    out.write_text(
-        f"{text}\nfunction delay()\n  return {interval_ms:.3f} * (0.5 + math.random())\nend\n"
-    )
-    return out
+    fd, name = tempfile.mkstemp(suffix=".lua")
+    with os.fdopen(fd, "w") as out:
+        out.write(
+            f"{text}\nfunction delay()\n  return {interval_ms:.3f} * (0.5 + math.random())\nend\n"
+        )
+    return Path(name)
 
 
 def post(url: str, body: bytes = b"x") -> str:
