@@ -5,6 +5,10 @@ as nginx's `access_log ... flush=` does: a line costs a few microseconds instead
 through `logging` and a write of its own. What is left is written when the server stops; a
 kill -9 loses at most the last FLUSH_S of access lines, never a job. The line has the fields
 and shape of every other log line (`cli.JsonFormatter`).
+
+Workers share one stderr, often a pipe, and a pipe keeps a write whole only up to PIPE_BUF
+bytes: a batch is written in runs of whole lines no longer than that, so two workers' lines
+never cut into each other.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import select
 import time
 from typing import TextIO
 
@@ -58,13 +63,31 @@ class AccessLines:
             self._timer = None
         if not self._lines:
             return
-        text = "\n".join(self._lines) + "\n"
+        runs = whole_runs(self._lines)
         self._lines.clear()
         try:
-            self._stream.write(text)
-            self._stream.flush()
+            for run in runs:
+                self._stream.write(run)
+                self._stream.flush()
         except (OSError, ValueError):  # a full disk or a closed pipe costs log lines, not requests
             pass
+
+
+def whole_runs(lines: list[str], limit: int = select.PIPE_BUF) -> list[str]:
+    """`lines`, newline-ended, joined into runs of at most `limit` bytes (a longer line alone)."""
+    runs: list[str] = []
+    run: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line.encode()) + 1
+        if run and size + length > limit:
+            runs.append("".join(run))
+            run, size = [], 0
+        run.append(line + "\n")
+        size += length
+    if run:
+        runs.append("".join(run))
+    return runs
 
 
 def logger_class(lines: AccessLines) -> type[AbstractAccessLogger]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import select
 
 from gateway.accesslog import FLUSH_S, MAX_LINES, AccessLines
 
@@ -36,6 +37,32 @@ async def test_a_full_batch_is_written_at_once_and_flush_writes_the_rest() -> No
     lines.add("GET", "/last", 200, 0.001, "")
     lines.flush()
     assert stream.getvalue().splitlines()[-1].count('"/last"') == 1
+
+
+class Writes(io.StringIO):
+    """A stream that keeps each flushed write apart, as a pipe sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+async def test_each_write_is_whole_lines_within_pipe_buf_so_workers_never_interleave() -> None:
+    stream = Writes()
+    lines = AccessLines(stream)
+    for i in range(200):
+        lines.add("GET", f"/{i}" + "x" * (i % 50), 200, 0.001, "127.0.0.1")
+    lines.add("GET", "/" + "y" * (2 * select.PIPE_BUF), 200, 0.001, "")  # a line alone
+    lines.flush()
+    assert len(stream.writes) > 1
+    for text in stream.writes[:-1]:
+        assert len(text.encode()) <= select.PIPE_BUF and text.endswith("\n")
+    assert stream.writes[-1].count("\n") == 1  # the long line, whole, in a write of its own
+    assert len(stream.getvalue().splitlines()) == 201
 
 
 async def test_a_failing_stream_costs_lines_not_requests() -> None:

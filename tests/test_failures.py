@@ -89,15 +89,15 @@ async def test_finished_jobs_expire_and_are_swept(gateway_for: Any, make_config:
     path = "/" + location.split("/", 3)[3]
 
     async def gone() -> bool:
-        return (await client.get(path)).status == 404
+        return bool((await client.get(path)).status == 404)
 
     await wait_for(gone, timeout=5)
 
     def swept() -> bool:
         with sqlite3.connect(config.storage.path) as db:
-            return db.execute("SELECT count(*) FROM jobs").fetchone() == (0,) and db.execute(
-                "SELECT count(*) FROM bodies"
-            ).fetchone() == (0,)
+            tables = ("jobs", "bodies")
+            counts = [db.execute(f"SELECT count(*) FROM {t}").fetchone() for t in tables]
+            return counts == [(0,), (0,)]
 
     await wait_for(swept, timeout=5)
 

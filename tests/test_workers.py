@@ -44,7 +44,13 @@ async def test_two_workers_share_the_port_and_the_store(
             v for s in upstream.seen for v in header_values(s.headers, "X-Gateway-Job-Id")
         )
         assert len(seen) == 40 and set(seen.values()) == {1}
-        accepted_by = {e["pid"] for e in events(log, "access") if e.get("status") == 202}
+
+        def accepted() -> list[dict[str, object]]:
+            lines = [e for e in events(log, "access") if e["method"] == "POST"]
+            return lines if len(lines) == 40 else []
+
+        # access lines are written in batches, a moment after their requests
+        accepted_by = {e["pid"] for e in await wait_for(accepted)}
         assert len(accepted_by) == 2  # both workers took requests on the one port
         gateway.signal(signal.SIGTERM)
         assert await gateway.wait_exit() == 0
