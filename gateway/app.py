@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.store import Store
 from gateway.store.sqlite import SQLiteStore
 from gateway.upstream import new_session
+from gateway.workers import until_orphaned
 
 log = logging.getLogger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -103,7 +104,10 @@ async def serve(config: Config, host: str, port: int, shared_port: bool = False)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        orphaned = asyncio.ensure_future(until_orphaned())
+        orphaned.add_done_callback(lambda _: stop.set())
         await stop.wait()
+        orphaned.cancel()
         log.info("draining", extra={"event": "draining", "grace_s": config.server.shutdown_grace})
         runtime = app[RUNTIME]
         runtime.draining = True

@@ -3,11 +3,16 @@
 The parent serves nothing itself: it starts the workers, forwards SIGTERM and SIGINT so each
 drains, restarts a worker that dies unexpectedly, and exits 0 once all have drained. Workers
 never run one job twice: every claim in the shared store is a compare-and-set.
+
+A worker whose parent is gone (killed with -9, say) drains and exits as on SIGTERM, as
+gunicorn's workers do, so no orphan keeps serving on the port with the old configuration.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +22,8 @@ from types import FrameType
 
 log = logging.getLogger("gateway.workers")
 RESTART_DELAY = 1.0
+PARENT_ENV = "GATEWAY_SUPERVISOR"  # the supervisor's pid, as its workers were started with
+PARENT_CHECK_S = 0.5
 
 
 class Supervisor:
@@ -49,7 +56,7 @@ class Supervisor:
         return 0 if all(code == 0 for code in codes) else 1
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        worker = subprocess.Popen(self._command)
+        worker = subprocess.Popen(self._command, env={**os.environ, PARENT_ENV: str(os.getpid())})
         log.info("worker started", extra={"event": "worker_started", "pid": worker.pid})
         return worker
 
@@ -74,3 +81,14 @@ def worker_command(config_path: str, host: str, port: int) -> list[str]:
         str(port),
         "--worker",
     ]
+
+
+async def until_orphaned() -> None:
+    """Return once this worker's supervisor has gone; never, if it was not started by one."""
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None:
+        await asyncio.Event().wait()
+        return
+    while os.getppid() == int(parent):
+        await asyncio.sleep(PARENT_CHECK_S)
+    log.error("supervisor gone", extra={"event": "supervisor_gone", "parent": int(parent)})

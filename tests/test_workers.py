@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -57,3 +60,25 @@ async def test_two_workers_share_the_port_and_the_store(
         assert len(events(log, "stopped")) == 2
     finally:
         gateway.kill()
+
+
+async def test_workers_drain_and_exit_when_the_supervisor_is_killed(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config_text(upstream.url, str(tmp_path / "gateway.db"), server="{workers: 2}"))
+    log = tmp_path / "log"
+    gateway = await GatewayProcess(["serve", "--config", str(path)], log).start()
+    try:
+        await wait_for(lambda: len(events(log, "listening")) == 2)
+        workers = [int(str(e["pid"])) for e in events(log, "worker_started")]
+        gateway.kill()  # SIGKILL: the supervisor cannot forward anything
+        await wait_for(lambda: len(events(log, "stopped")) == 2)
+        await wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))
+        assert len(events(log, "supervisor_gone")) == 2
+        with socket.socket() as sock:  # no orphan holds the port
+            assert sock.connect_ex(("127.0.0.1", gateway.port)) != 0
+    finally:
+        for pid in [int(str(e["pid"])) for e in events(log, "worker_started")]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
