@@ -104,9 +104,9 @@ class Dispatcher:
         self._wake[upstream].set()
 
     async def backlog(self) -> int:
-        """Jobs waiting, for backpressure: counted in storage at most every BACKLOG_TTL and
-        kept up by this process's accepts and claims in between, since a count costs what the
-        queue holds, too much for every request."""
+        """Jobs waiting, for backpressure: read from storage at most every BACKLOG_TTL and
+        kept up by this process's accepts and claims in between, so an accept rarely pays
+        for the read."""
         clock = time.monotonic()
         if clock - self._backlog_at >= BACKLOG_TTL:
             self._backlog_at = clock  # one count at a time: the others use the last figure

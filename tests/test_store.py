@@ -74,6 +74,48 @@ async def test_the_queue_is_counted_up_to_a_limit(store: Store) -> None:
     assert await store.queued(1) == 1
 
 
+async def test_the_queue_depth_follows_every_move_in_and_out_of_the_queue(store: Store) -> None:
+    async def depth() -> tuple[int, dict[str, int]]:
+        return await store.queued(100), await store.queued_by_upstream()
+
+    for job_id in "abcd":
+        await accepted(store, job_id)
+    await accepted(store, "z", upstream="other")
+    await store.accept(new("big"), pieces(b"x" * CHUNK, b"tail"))  # received, then queued
+    assert await depth() == (6, {"up": 5, "other": 1})
+    await store.claim_many("up", "w1", T0, T0 + 15, 2)  # a, b
+    assert await depth() == (4, {"up": 3, "other": 1})
+    assert await store.requeue("a", "w1", T0 + 10)
+    assert await store.cancel("c", T0, T0 + 50)  # queued
+    assert await store.cancel("b", T0, T0 + 50)  # running: no change
+    assert await depth() == (4, {"up": 3, "other": 1})
+    claimed = await store.claim_many("up", "w1", T0 + 10, T0 + 25, 9)
+    assert {job.id for job in claimed} == {"a", "d", "big"}
+    assert await depth() == (1, {"other": 1})
+    assert await store.fail("a", "w1", Failure("refused", "no", False), T0, T0 + 9)
+    assert await store.retry("a")
+    assert await depth() == (2, {"up": 1, "other": 1})
+
+
+async def test_an_older_file_gets_its_queue_depth_counted_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    store = SQLiteStore(path)
+    await store.open()
+    for job_id in "abc":
+        await accepted(store, job_id)
+    await store.close()
+    with sqlite3.connect(path) as db:  # as a file written before the depth table existed
+        for trigger in ("insert", "update", "delete"):
+            db.execute(f"DROP TRIGGER queue_depth_{trigger}")
+        db.execute("DROP TABLE queue_depth")
+    store = SQLiteStore(path)
+    await store.open()
+    assert await store.queued(100) == 3
+    await accepted(store, "d")
+    assert await store.queued_by_upstream() == {"up": 4}
+    await store.close()
+
+
 async def test_accept_takes_many_pieces(store: Store) -> None:
     parts = [bytes([i]) * CHUNK for i in range(3)] + [b"tail"]
     job = await store.accept(new("big"), pieces(*parts))

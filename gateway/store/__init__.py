@@ -101,8 +101,8 @@ class Store(Protocol):
         """Not delivered: try again at `next_at`."""
 
     async def queued(self, at_most: int) -> int:
-        """How many jobs wait for an upstream slot, counted up to `at_most` (the count costs
-        what it counts)."""
+        """How many jobs wait for an upstream slot, or `at_most` if more (a store whose count
+        costs what it counts may stop there)."""
 
     async def queued_by_upstream(self) -> dict[str, int]:
         """How many jobs wait, per upstream that has any."""

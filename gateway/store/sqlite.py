@@ -42,6 +42,7 @@ def _connect(path: str, schema: bool) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_size_limit = 67108864")
     if schema:
         conn.executescript(sql.SCHEMA)
+        sql.depth_schema(conn)
     return conn
 
 
@@ -189,16 +190,11 @@ class SQLiteStore:
         )
 
     async def queued_by_upstream(self) -> dict[str, int]:
-        rows = await self._read_all(
-            "SELECT upstream, count(*) FROM jobs WHERE status = 'queued' GROUP BY upstream", ()
-        )
+        rows = await self._read_all(sql.QUEUED_BY_UPSTREAM, ())
         return {str(upstream): int(count) for upstream, count in rows}
 
     async def queued(self, at_most: int) -> int:
-        row = await self._read_one(
-            "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'queued' LIMIT ?)", (at_most,)
-        )
-        return int(row[0])
+        return min(at_most, int((await self._lookup(sql.QUEUED, ()))[0]))
 
     async def running(self) -> list[Job]:
         rows = await self._read_all(f"SELECT {sql.COLUMNS} FROM jobs WHERE status = 'running'", ())

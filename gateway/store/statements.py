@@ -68,6 +68,47 @@ CREATE TABLE IF NOT EXISTS callbacks (
 CREATE INDEX IF NOT EXISTS callbacks_due ON callbacks (next_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# How many jobs wait per upstream, kept by triggers in every transaction that queues or
+# unqueues one, so `max_queued` and the queue gauge read one row instead of counting the queue.
+# Created, and filled from the jobs already queued, in one transaction (`depth_schema`).
+DEPTH_TABLE = (
+    "CREATE TABLE queue_depth (upstream TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID"
+)
+DEPTH_FILL = (
+    "INSERT INTO queue_depth SELECT upstream, count(*) FROM jobs WHERE status = 'queued'"
+    " GROUP BY upstream"
+)
+DEPTH_TRIGGERS = (
+    "CREATE TRIGGER queue_depth_insert AFTER INSERT ON jobs WHEN NEW.status = 'queued' BEGIN"
+    " INSERT INTO queue_depth VALUES (NEW.upstream, 1)"
+    " ON CONFLICT (upstream) DO UPDATE SET n = n + 1; END",
+    "CREATE TRIGGER queue_depth_update AFTER UPDATE OF status ON jobs"
+    " WHEN (OLD.status = 'queued') != (NEW.status = 'queued') BEGIN"
+    " INSERT INTO queue_depth VALUES (NEW.upstream, iif(NEW.status = 'queued', 1, -1))"
+    " ON CONFLICT (upstream) DO UPDATE SET n = n + excluded.n; END",
+    "CREATE TRIGGER queue_depth_delete AFTER DELETE ON jobs WHEN OLD.status = 'queued' BEGIN"
+    " UPDATE queue_depth SET n = n - 1 WHERE upstream = OLD.upstream; END",
+)
+QUEUED = "SELECT coalesce(sum(n), 0) FROM queue_depth"
+QUEUED_BY_UPSTREAM = "SELECT upstream, n FROM queue_depth WHERE n > 0"
+
+
+def depth_schema(c: sqlite3.Connection) -> None:
+    """The queue_depth table and its triggers, if missing; in a transaction of its own, so a
+    count taken before the triggers exist cannot miss a job queued by another process."""
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        if not c.execute("SELECT 1 FROM sqlite_master WHERE name = 'queue_depth'").fetchone():
+            c.execute(DEPTH_TABLE)
+            c.execute(DEPTH_FILL)
+            for trigger in DEPTH_TRIGGERS:
+                c.execute(trigger)
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
+
+
 # The jobs columns read back, named and ordered as the Job's fields.
 _NAMES = tuple(field.name for field in dataclasses.fields(Job))
 _STATUS, _HEADERS, _RETRY, _ANSWER, _FAILURE = (
