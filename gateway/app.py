@@ -55,10 +55,10 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app.router.add_route("*", "/{tail:.*}", handlers.route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        opened = store if store is not None else SQLiteStore(config.storage.path)
+        metrics = Metrics()
+        opened = store if store is not None else SQLiteStore(config.storage.path, metrics.commit)
         await opened.open()
         session = new_session()
-        metrics = Metrics()
         dispatcher = Dispatcher(config, opened, session, metrics)
         deliverer = Deliverer(config, opened, session, dispatcher.endings, metrics)
         key = await opened.key()

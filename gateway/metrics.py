@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
 ACCEPT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2)
 
 
 class Metrics:
@@ -59,12 +60,27 @@ class Metrics:
             ["upstream"],
             registry=r,
         )
+        self.commits = Histogram(
+            "gateway_storage_commit_seconds",
+            "One write transaction of this process, BEGIN to durable COMMIT (the disk's fsync)",
+            buckets=COMMIT_BUCKETS,
+            registry=r,
+        )
+        self.committed = Counter(
+            "gateway_storage_operations",
+            "Writes grouped into those transactions (per transaction: the group commit's batch)",
+            registry=r,
+        )
         self.callbacks = Counter(
             "gateway_callbacks",
             "Callback deliveries by outcome",
             ["outcome"],
             registry=r,
         )
+
+    def commit(self, operations: int, seconds: float) -> None:
+        self.commits.observe(seconds)
+        self.committed.inc(operations)
 
     def render(self, queued: dict[str, int]) -> bytes:
         for upstream, count in queued.items():

@@ -46,3 +46,8 @@ async def test_metrics_count_what_happened(gateway: Any, upstream: FakeUpstream)
     assert samples[("gateway_jobs_queued", (("upstream", "legacy"),))] == 0
     assert samples[("gateway_accept_latency_seconds_count", ())] == 5
     assert samples[("gateway_upstream_latency_seconds_count", (("upstream", "legacy"),))] >= 6
+    commits = samples[("gateway_storage_commit_seconds_count", ())]
+    operations = samples[("gateway_storage_operations_total", ())]
+    assert commits >= 1 and samples[("gateway_storage_commit_seconds_sum", ())] > 0
+    assert operations >= 10  # 5 accepts and 5 job ends at least, grouped into transactions
+    assert operations >= commits

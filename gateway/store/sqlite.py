@@ -28,7 +28,7 @@ from gateway.jobs import (
 )
 from gateway.store import Part
 from gateway.store import statements as sql
-from gateway.store.writer import Writer
+from gateway.store.writer import OnCommit, Writer
 
 BUSY_TIMEOUT_MS = 5000
 POINT_BUSY_S = 0.02  # the longest a read on the event loop may wait for a lock
@@ -47,9 +47,9 @@ def _connect(path: str, schema: bool) -> sqlite3.Connection:
 
 
 class SQLiteStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, on_commit: OnCommit | None = None) -> None:
         self.path = path
-        self._writer = Writer(lambda: _connect(path, schema=True))
+        self._writer = Writer(lambda: _connect(path, schema=True), on_commit)
         self._reader: aiosqlite.Connection | None = None
         self._point: sqlite3.Connection | None = None
 

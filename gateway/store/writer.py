@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -22,12 +23,16 @@ from gateway.errors import StorageError
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
+OnCommit = Callable[[int, float], None]  # operations in the batch, seconds from BEGIN to COMMIT
 MAX_BATCH = 256
 
 
 class Writer:
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self, connect: Callable[[], sqlite3.Connection], on_commit: OnCommit | None = None
+    ) -> None:
         self._connect = connect
+        self._on_commit = on_commit
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._local = threading.local()
         self._pending: list[tuple[Operation, asyncio.Future[Any]]] = []
@@ -76,11 +81,14 @@ class Writer:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 ops = [op for op, _ in batch]
                 try:
-                    results = await asyncio.shield(
+                    results, seconds = await asyncio.shield(
                         loop.run_in_executor(self._executor, self._commit, ops)
                     )
                 except Exception as e:  # never leave a caller waiting on a dead writer
                     results = [(False, StorageError(f"write failed: {e!r}"))] * len(ops)
+                else:
+                    if self._on_commit is not None and seconds is not None:
+                        self._on_commit(len(ops), seconds)
                 for (_, future), (ok, value) in zip(batch, results, strict=True):
                     if future.done():
                         continue
@@ -89,8 +97,10 @@ class Writer:
                     else:
                         future.set_exception(value)
 
-    def _commit(self, ops: list[Operation]) -> list[tuple[bool, Any]]:
+    def _commit(self, ops: list[Operation]) -> tuple[list[tuple[bool, Any]], float | None]:
+        """Each operation's outcome, and how long the transaction took if it committed."""
         conn: sqlite3.Connection = self._local.conn
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -102,8 +112,8 @@ class Writer:
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             _rollback(conn)
-            return [(False, StorageError(f"write failed: {e}"))] * len(ops)
-        return results
+            return [(False, StorageError(f"write failed: {e}"))] * len(ops), None
+        return results, time.perf_counter() - started
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, op: Operation) -> tuple[bool, Any]:
