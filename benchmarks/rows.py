@@ -10,7 +10,20 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.run import POST_1KB, ended, gateway, interleave, nginx, post, wait_done, wrk
+from benchmarks.run import (
+    POST_1KB,
+    TICKS,
+    commit_p99,
+    commits,
+    cpu_ticks,
+    ended,
+    gateway,
+    interleave,
+    nginx,
+    post,
+    wait_done,
+    wrk,
+)
 
 MIB = 1024 * 1024
 RATE = 1000  # a moderate fixed load: about a fifth of what the gateway accepts at saturation
@@ -26,22 +39,30 @@ class Context:
     upstream: str
     noop: str
     upstream_port: int
+    noop_pid: int
 
 
 def accept(c: Context) -> None:
     with gateway(c.upstream, c.workdir) as gw:
+        pid = pid_listening(int(gw.rsplit(":", 1)[1]))
         post(gw + "/accept/hold")  # holds the upstream's one slot: the rest stay queued
         interleave(
             "durable accept, 1 KB POST -> 202 (vs no-op 202)",
             c.pairs,
-            lambda: wrk(c.noop + "/accept", c.seconds, c.connections, POST_1KB),
-            lambda: wrk(gw + "/accept/x", c.seconds, c.connections, POST_1KB),
+            lambda: wrk(c.noop + "/accept", c.seconds, c.connections, POST_1KB, pid=c.noop_pid),
+            lambda: wrk(gw + "/accept/x", c.seconds, c.connections, POST_1KB, pid=pid),
         )
+
+        def paced() -> dict[str, float]:  # with what the disk's commits took meanwhile
+            before = commits(gw)
+            figures = wrk(gw + "/accept/x", c.seconds, PACED_CONNECTIONS, POST_1KB, RATE)
+            return figures | commit_p99(before, commits(gw))
+
         interleave(
             f"durable accept p99 at {RATE}/s (vs no-op's)",
             c.pairs,
             lambda: wrk(c.noop + "/accept", c.seconds, PACED_CONNECTIONS, POST_1KB, RATE),
-            lambda: wrk(gw + "/accept/x", c.seconds, PACED_CONNECTIONS, POST_1KB, RATE),
+            paced,
             key="p99_ms",
         )
 
@@ -50,33 +71,34 @@ def poll(c: Context) -> None:
     with gateway(c.upstream, c.workdir) as gw:
         post(gw + "/accept/hold")  # holds the upstream's one slot: the next job stays queued
         status_url = post(gw + "/accept/pending")  # stays queued behind it
-        interleave(
-            "status poll of a pending job (vs no-op)",
-            c.pairs,
-            lambda: wrk(c.noop + "/status", c.seconds, c.connections),
-            lambda: wrk(status_url, c.seconds, c.connections),
-        )
+        _status("status poll of a pending job (vs no-op)", c, gw, status_url)
 
 
 def replay(c: Context) -> None:
     with gateway(c.upstream, c.workdir) as gw:
         status_url = post(gw + "/e2e/small")
         wait_done(status_url)
-        interleave(
-            "replay of a completed job, small body (vs no-op)",
-            c.pairs,
-            lambda: wrk(c.noop + "/status", c.seconds, c.connections),
-            lambda: wrk(status_url, c.seconds, c.connections),
-        )
+        _status("replay of a completed job, small body (vs no-op)", c, gw, status_url)
+
+
+def _status(name: str, c: Context, gw: str, status_url: str) -> None:
+    pid = pid_listening(int(gw.rsplit(":", 1)[1]))
+    interleave(
+        name,
+        c.pairs,
+        lambda: wrk(c.noop + "/status", c.seconds, c.connections, pid=c.noop_pid),
+        lambda: wrk(status_url, c.seconds, c.connections, pid=pid),
+    )
 
 
 def proxy(c: Context) -> None:
     with gateway(c.upstream, c.workdir) as gw, nginx(c.upstream_port, c.workdir) as ng:
+        pid = pid_listening(int(gw.rsplit(":", 1)[1]))
         interleave(
             "proxy route pass-through (vs nginx, 1 worker)",
             c.pairs,
             lambda: wrk(ng + "/proxy/fast", c.seconds, c.connections),
-            lambda: wrk(gw + "/proxy/fast", c.seconds, c.connections),
+            lambda: wrk(gw + "/proxy/fast", c.seconds, c.connections, pid=pid),
         )
         interleave(
             f"proxy route p99 at {RATE}/s (vs nginx's)",
@@ -90,18 +112,24 @@ def proxy(c: Context) -> None:
 def e2e(c: Context) -> None:
     def jobs_per_second() -> dict[str, float]:
         with gateway(c.upstream, c.workdir) as gw:
-            started = time.monotonic()
-            load = wrk(gw + "/e2e/x", c.seconds, c.connections, POST_1KB)
+            pid = pid_listening(int(gw.rsplit(":", 1)[1]))
+            started, spent = time.monotonic(), cpu_ticks(pid)
+            load = wrk(gw + "/e2e/x", c.seconds, c.connections, POST_1KB, pid=pid)
             accepted = load["rps"] * c.seconds
             while ended(gw, "/e2e") < accepted * 0.999 and time.monotonic() - started < 300:
                 time.sleep(0.2)
             done = ended(gw, "/e2e")
-            return {"rps": done / (time.monotonic() - started), "accepted": accepted}
+            return {
+                "rps": done / (time.monotonic() - started),
+                "accepted": accepted,
+                "accept_cpu_us": load["cpu_us"],  # per request, while accepting
+                "job_cpu_us": round((cpu_ticks(pid) - spent) / TICKS * 1e6 / max(done, 1), 1),
+            }
 
     interleave(
         "end to end: accept, forward, store, completed (jobs/s vs no-op 202s/s)",
         c.pairs,
-        lambda: wrk(c.noop + "/e2e", c.seconds, c.connections, POST_1KB),
+        lambda: wrk(c.noop + "/e2e", c.seconds, c.connections, POST_1KB, pid=c.noop_pid),
         jobs_per_second,
     )
 

@@ -130,29 +130,59 @@ def wrk(
     connections: int,
     script: Path | None = None,
     rate: int | None = None,
+    pid: int | None = None,
 ) -> dict[str, float]:
     """wrk's figures: closed loop (each connection sends as soon as it has its answer), or
     paced to about `rate` requests a second in all (each connection waits about
-    connections/rate seconds between requests: a fixed, moderate load, not saturation)."""
+    connections/rate seconds between requests: a fixed, moderate load, not saturation).
+
+    Also where the time went: `busy_cores`, the machine's busy CPU in cores (wrk included), and
+    with `pid`, `cpu_us`, that server's CPU time per request (user and system, all threads)."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if rate is not None:
         script = paced(script, connections * 1000.0 / rate)
     if script is not None:
         command[1:1] = ["-s", str(script)]
+    machine, spent = machine_ticks(), cpu_ticks(pid) if pid else 0
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
     finally:
         if rate is not None and script is not None:
             script.unlink()
+    busy, total = (after - before for after, before in zip(machine_ticks(), machine, strict=True))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
+    figures = {
         "rps": rps,
         "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else 0.0,
         "non_2xx": float(errors.group(1)) if errors else 0.0,
+        "busy_cores": round(busy / total * (os.cpu_count() or 1), 2) if total else 0.0,
     }
+    if pid:
+        figures["cpu_us"] = round((cpu_ticks(pid) - spent) / TICKS * 1e6 / max(requests, 1), 1)
+    return figures
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int:
+    """User and system time of a process, all its threads, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def machine_ticks() -> tuple[int, int]:
+    """Busy and total CPU time of the whole machine, in clock ticks (time stolen by the
+    hypervisor is neither)."""
+    user, nice, system, idle, iowait, irq, softirq = map(
+        int, Path("/proc/stat").read_text().split()[1:8]
+    )
+    busy = user + nice + system + irq + softirq
+    return busy, busy + idle + iowait
 
 
 def paced(script: Path | None, interval_ms: float) -> Path:
@@ -185,11 +215,51 @@ def wait_done(url: str, timeout: float = 60.0) -> None:
 
 
 def ended(gateway_url: str, route: str) -> float:
-    with urllib.request.urlopen(gateway_url + "/_gateway/metrics", timeout=30) as response:
-        text = response.read().decode()
     sample = rf'gateway_jobs_ended_total{{outcome="completed",route="{route}"}} ([\d.e+]+)'
-    match = re.search(sample, text)
+    match = re.search(sample, scrape(gateway_url))
     return float(match.group(1)) if match else 0.0
+
+
+def scrape(gateway_url: str) -> str:
+    with urllib.request.urlopen(gateway_url + "/_gateway/metrics", timeout=30) as response:
+        return str(response.read().decode())
+
+
+def commits(gateway_url: str) -> dict[str, float]:
+    """The gateway's own count of its write transactions so far: cumulative buckets of
+    gateway_storage_commit_seconds by upper bound, and the operations they grouped."""
+    text = scrape(gateway_url)
+    figures = {
+        bound: float(count)
+        for bound, count in re.findall(
+            r'gateway_storage_commit_seconds_bucket\{le="([^"]+)"\} ([\d.e+]+)', text
+        )
+    }
+    operations = re.search(r"gateway_storage_operations_total ([\d.e+]+)", text)
+    figures["operations"] = float(operations.group(1)) if operations else 0.0
+    return figures
+
+
+def commit_p99(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The p99 of the transactions between two `commits()` readings (interpolated within its
+    bucket, as Prometheus' histogram_quantile does), and how many writes each grouped."""
+    bounds = sorted((float(b), after[b] - before.get(b, 0.0)) for b in after if b[0].isdigit())
+    count = after["+Inf"] - before.get("+Inf", 0.0)
+    if not count:
+        return {}
+    rank, lower, below = 0.99 * count, 0.0, 0.0
+    p99 = bounds[-1][0]
+    for bound, cumulative in bounds:
+        if cumulative >= rank:
+            share = (rank - below) / (cumulative - below) if cumulative > below else 1.0
+            p99 = lower + (bound - lower) * share
+            break
+        lower, below = bound, cumulative
+    operations = after["operations"] - before.get("operations", 0.0)
+    return {
+        "commit_p99_ms": round(p99 * 1000, 2),
+        "writes_per_commit": round(operations / count, 1),
+    }
 
 
 Measure = Callable[[], dict[str, float]]
@@ -239,7 +309,7 @@ def run_rows(rows: set[str], args: argparse.Namespace, workdir: Path) -> None:
 
     up_command, up_port = server("upstream")
     noop_command, noop_port = server("noop")
-    with process(up_command, up_port), process(noop_command, noop_port):
+    with process(up_command, up_port), process(noop_command, noop_port) as noop:
         context = suite.Context(
             args.seconds,
             args.connections,
@@ -248,6 +318,7 @@ def run_rows(rows: set[str], args: argparse.Namespace, workdir: Path) -> None:
             f"http://127.0.0.1:{up_port}",
             f"http://127.0.0.1:{noop_port}",
             up_port,
+            noop.pid,
         )
         for name in ROWS:
             if name in rows:
