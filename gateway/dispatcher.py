@@ -169,17 +169,21 @@ class Dispatcher:
             for job in taken:
                 task = self._spawn(self._run(upstream, job), f"job:{job.id}")
                 self._calls[job.id] = task
-                task.add_done_callback(functools.partial(self._release, job.id, slots))
+                task.add_done_callback(functools.partial(self._release, job.id, slots, wake))
 
-    def _release(self, job_id: str, slots: asyncio.Semaphore, _: object) -> None:
+    def _release(
+        self, job_id: str, slots: asyncio.Semaphore, wake: asyncio.Event, _: object
+    ) -> None:
+        """A call is over: its slot is free, here and in the upstream's cap across processes."""
         self._calls.pop(job_id, None)
         slots.release()
+        wake.set()
 
     async def _claim(self, upstream: Upstream, limit: int) -> list[Job]:
         now = self._clock()
         try:
             taken = await self._store.claim_many(
-                upstream.name, self.owner, now, now + self._lease, limit
+                upstream.name, self.owner, now, now + self._lease, limit, upstream.max_in_flight
             )
             self._backlog -= len(taken)
             return taken

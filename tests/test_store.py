@@ -97,22 +97,38 @@ async def test_the_queue_depth_follows_every_move_in_and_out_of_the_queue(store:
     assert await depth() == (2, {"up": 1, "other": 1})
 
 
-async def test_an_older_file_gets_its_queue_depth_counted_once(tmp_path: Path) -> None:
+async def test_a_cap_bounds_the_running_jobs_of_every_owner_together(store: Store) -> None:
+    for job_id in "abcdef":
+        await accepted(store, job_id)
+    first = await store.claim_many("up", "w1", T0, T0 + 15, 5, cap=2)
+    assert [job.id for job in first] == ["a", "b"]
+    assert await store.claim_many("up", "w2", T0, T0 + 15, 5, cap=2) == []  # another process
+    assert await store.complete("a", "w1", Answer(200, "OK", ()), pieces(b"x"), T0, T0 + 9)
+    assert [job.id for job in await store.claim_many("up", "w2", T0, T0 + 15, 5, cap=2)] == ["c"]
+    assert await store.requeue("b", "w1", T0)
+    assert await store.cancel("c", T0, T0 + 9)
+    assert len(await store.claim_many("up", "w2", T0, T0 + 15, 5, cap=2)) == 2
+    assert len(await store.claim_many("up", "w1", T0, T0 + 15, 5)) == 2  # no cap: the rest
+
+
+async def test_an_older_file_gets_its_lanes_counted_once(tmp_path: Path) -> None:
     path = str(tmp_path / "old.db")
     store = SQLiteStore(path)
     await store.open()
-    for job_id in "abc":
+    for job_id in "abcd":
         await accepted(store, job_id)
+    await store.claim("up", "w1", T0, T0 + 15)
     await store.close()
-    with sqlite3.connect(path) as db:  # as a file written before the depth table existed
+    with sqlite3.connect(path) as db:  # as a file written before the lanes table existed
         for trigger in ("insert", "update", "delete"):
-            db.execute(f"DROP TRIGGER queue_depth_{trigger}")
-        db.execute("DROP TABLE queue_depth")
+            db.execute(f"DROP TRIGGER lanes_{trigger}")
+        db.execute("DROP TABLE lanes")
     store = SQLiteStore(path)
     await store.open()
     assert await store.queued(100) == 3
-    await accepted(store, "d")
-    assert await store.queued_by_upstream() == {"up": 4}
+    assert len(await store.claim_many("up", "w2", T0, T0 + 15, 5, cap=2)) == 1  # a still runs
+    await accepted(store, "e")
+    assert await store.queued_by_upstream() == {"up": 3}
     await store.close()
 
 
@@ -322,7 +338,7 @@ async def test_ending_a_job_owes_its_callback_in_the_same_step(store: Store) -> 
     ("query", "args", "indexes"),
     [
         (statements.EXPIRED, (T0, T0), {"jobs_expiry", "jobs_receiving"}),
-        (statements.CLAIM, ("w", T0, T0, "up", T0, 8), {"jobs_queue"}),
+        (statements.CLAIM, ("w", T0, T0, "up", T0, 8, 8, "up"), {"jobs_queue"}),
     ],
 )
 async def test_sweep_and_claim_are_found_by_index(

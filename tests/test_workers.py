@@ -82,3 +82,29 @@ async def test_workers_drain_and_exit_when_the_supervisor_is_killed(
         for pid in [int(str(e["pid"])) for e in events(log, "worker_started")]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_max_in_flight_holds_across_workers(tmp_path: Path, upstream: FakeUpstream) -> None:
+    path = tmp_path / "gateway.yaml"
+    db = str(tmp_path / "gateway.db")
+    limited = {"max_in_flight": "2"}
+    path.write_text(config_text(upstream.url, db, upstream=limited, server="{workers: 2}"))
+    log = tmp_path / "log"
+    gateway = await GatewayProcess(["serve", "--config", str(path)], log).start()
+    try:
+        await wait_for(lambda: len(events(log, "listening")) == 2)
+        connector = aiohttp.TCPConnector(force_close=True)  # spread over both workers
+        async with aiohttp.ClientSession(connector=connector) as http:
+
+            async def send(i: int) -> str:
+                async with http.post(f"{gateway.url}/async/s{i}?sleep=0.2") as response:
+                    assert response.status == 202
+                    return str(response.headers["Location"])
+
+            locations = await asyncio.gather(*(send(i) for i in range(12)))
+            for location in locations:
+                assert (await final(http, location, timeout=30))[1] == "completed"
+        assert upstream.peak == 2  # each worker may run 2, but both together never more
+    finally:
+        gateway.signal(signal.SIGTERM)
+        await gateway.wait_exit()

@@ -41,9 +41,16 @@ class Store(Protocol):
         """The oldest due queued job of `upstream`, now running under `owner`'s lease."""
 
     async def claim_many(
-        self, upstream: str, owner: str, now: float, lease_until: float, limit: int
+        self,
+        upstream: str,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        cap: int | None = None,
     ) -> list[Job]:
-        """Up to `limit` of the oldest due queued jobs, oldest first, in one step."""
+        """Up to `limit` of the oldest due queued jobs, oldest first, in one step; with `cap`,
+        only as many as keep the upstream's running jobs, whoever runs them, at most `cap`."""
 
     def body(self, job_id: str, part: Part) -> AsyncIterator[bytes]:
         """A stored body, piece by piece."""

@@ -81,8 +81,21 @@ class MemoryStore:
         return row.job
 
     async def claim_many(
-        self, upstream: str, owner: str, now: float, lease_until: float, limit: int
+        self,
+        upstream: str,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        cap: int | None = None,
     ) -> list[Job]:
+        if cap is not None:
+            running = sum(
+                1
+                for r in self._rows.values()
+                if r.job.upstream == upstream and r.job.status == Status.RUNNING
+            )
+            limit = min(limit, cap - running)
         taken: list[Job] = []
         while len(taken) < limit and (job := await self.claim(upstream, owner, now, lease_until)):
             taken.append(job)

@@ -31,7 +31,8 @@ from gateway.store import statements as sql
 from gateway.store.writer import OnCommit, Writer
 
 BUSY_TIMEOUT_MS = 5000
-POINT_BUSY_S = 0.02  # the longest a read on the event loop may wait for a lock
+POINT_BUSY_S = 0.02
+NO_CAP = 2**62  # the longest a read on the event loop may wait for a lock
 
 
 def _connect(path: str, schema: bool) -> sqlite3.Connection:
@@ -42,14 +43,16 @@ def _connect(path: str, schema: bool) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_size_limit = 67108864")
     if schema:
         conn.executescript(sql.SCHEMA)
-        sql.depth_schema(conn)
+        sql.lanes_schema(conn)
     return conn
 
 
 class SQLiteStore:
     def __init__(self, path: str, on_commit: OnCommit | None = None) -> None:
         self.path = path
-        self._writer = Writer(lambda: _connect(path, schema=True), on_commit)
+        self._writer = Writer(
+            lambda: _connect(path, schema=True), on_commit, path + "-writer", BUSY_TIMEOUT_MS / 1000
+        )
         self._reader: aiosqlite.Connection | None = None
         self._point: sqlite3.Connection | None = None
 
@@ -207,10 +210,19 @@ class SQLiteStore:
         return taken[0] if taken else None
 
     async def claim_many(
-        self, upstream: str, owner: str, now: float, lease_until: float, limit: int
+        self,
+        upstream: str,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        cap: int | None = None,
     ) -> list[Job]:
+        most = NO_CAP if cap is None else cap
+        args = (owner, lease_until, now, upstream, now, limit, most, upstream)
+
         def op(c: sqlite3.Connection) -> list[Any]:
-            rows = c.execute(sql.CLAIM, (owner, lease_until, now, upstream, now, limit)).fetchall()
+            rows = c.execute(sql.CLAIM, args).fetchall()
             c.executemany(
                 "DELETE FROM bodies WHERE job_id = ? AND part = ?",
                 [(row[0], Part.ANSWER) for row in rows],

@@ -68,40 +68,49 @@ CREATE TABLE IF NOT EXISTS callbacks (
 CREATE INDEX IF NOT EXISTS callbacks_due ON callbacks (next_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-# How many jobs wait per upstream, kept by triggers in every transaction that queues or
-# unqueues one, so `max_queued` and the queue gauge read one row instead of counting the queue.
-# Created, and filled from the jobs already queued, in one transaction (`depth_schema`).
-DEPTH_TABLE = (
-    "CREATE TABLE queue_depth (upstream TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID"
+# How many jobs of each upstream wait and run, kept by triggers in every transaction that moves
+# a job in or out of those states, whatever code path makes it: `max_queued`, the queue gauge
+# and the claim's cap on `max_in_flight` across processes read one row instead of counting.
+# Created, and filled from the jobs already there, in one transaction (`lanes_schema`).
+LANES_TABLE = (
+    "CREATE TABLE lanes (upstream TEXT PRIMARY KEY, queued INTEGER NOT NULL,"
+    " running INTEGER NOT NULL) WITHOUT ROWID"
 )
-DEPTH_FILL = (
-    "INSERT INTO queue_depth SELECT upstream, count(*) FROM jobs WHERE status = 'queued'"
-    " GROUP BY upstream"
+LANES_FILL = (
+    "INSERT INTO lanes SELECT upstream, sum(status = 'queued'), sum(status = 'running')"
+    " FROM jobs WHERE status IN ('queued', 'running') GROUP BY upstream"
 )
-DEPTH_TRIGGERS = (
-    "CREATE TRIGGER queue_depth_insert AFTER INSERT ON jobs WHEN NEW.status = 'queued' BEGIN"
-    " INSERT INTO queue_depth VALUES (NEW.upstream, 1)"
-    " ON CONFLICT (upstream) DO UPDATE SET n = n + 1; END",
-    "CREATE TRIGGER queue_depth_update AFTER UPDATE OF status ON jobs"
-    " WHEN (OLD.status = 'queued') != (NEW.status = 'queued') BEGIN"
-    " INSERT INTO queue_depth VALUES (NEW.upstream, iif(NEW.status = 'queued', 1, -1))"
-    " ON CONFLICT (upstream) DO UPDATE SET n = n + excluded.n; END",
-    "CREATE TRIGGER queue_depth_delete AFTER DELETE ON jobs WHEN OLD.status = 'queued' BEGIN"
-    " UPDATE queue_depth SET n = n - 1 WHERE upstream = OLD.upstream; END",
+_LANES_ADD = (
+    " ON CONFLICT (upstream) DO UPDATE SET queued = queued + excluded.queued,"
+    " running = running + excluded.running; END"
 )
-QUEUED = "SELECT coalesce(sum(n), 0) FROM queue_depth"
-QUEUED_BY_UPSTREAM = "SELECT upstream, n FROM queue_depth WHERE n > 0"
+LANES_TRIGGERS = (
+    "CREATE TRIGGER lanes_insert AFTER INSERT ON jobs"
+    " WHEN NEW.status IN ('queued', 'running') BEGIN"
+    " INSERT INTO lanes VALUES (NEW.upstream, NEW.status = 'queued', NEW.status = 'running')"
+    + _LANES_ADD,
+    "CREATE TRIGGER lanes_update AFTER UPDATE OF status ON jobs WHEN OLD.status != NEW.status"
+    " AND (OLD.status IN ('queued', 'running') OR NEW.status IN ('queued', 'running')) BEGIN"
+    " INSERT INTO lanes VALUES (NEW.upstream, (NEW.status = 'queued') - (OLD.status = 'queued'),"
+    " (NEW.status = 'running') - (OLD.status = 'running'))" + _LANES_ADD,
+    "CREATE TRIGGER lanes_delete AFTER DELETE ON jobs"
+    " WHEN OLD.status IN ('queued', 'running') BEGIN"
+    " UPDATE lanes SET queued = queued - (OLD.status = 'queued'),"
+    " running = running - (OLD.status = 'running') WHERE upstream = OLD.upstream; END",
+)
+QUEUED = "SELECT coalesce(sum(queued), 0) FROM lanes"
+QUEUED_BY_UPSTREAM = "SELECT upstream, queued FROM lanes WHERE queued > 0"
 
 
-def depth_schema(c: sqlite3.Connection) -> None:
-    """The queue_depth table and its triggers, if missing; in a transaction of its own, so a
-    count taken before the triggers exist cannot miss a job queued by another process."""
+def lanes_schema(c: sqlite3.Connection) -> None:
+    """The lanes table and its triggers, if missing; in a transaction of its own, so a count
+    taken before the triggers exist cannot miss a job another process queues or claims."""
     c.execute("BEGIN IMMEDIATE")
     try:
-        if not c.execute("SELECT 1 FROM sqlite_master WHERE name = 'queue_depth'").fetchone():
-            c.execute(DEPTH_TABLE)
-            c.execute(DEPTH_FILL)
-            for trigger in DEPTH_TRIGGERS:
+        if not c.execute("SELECT 1 FROM sqlite_master WHERE name = 'lanes'").fetchone():
+            c.execute(LANES_TABLE)
+            c.execute(LANES_FILL)
+            for trigger in LANES_TRIGGERS:
                 c.execute(trigger)
         c.execute("COMMIT")
     except BaseException:
@@ -121,11 +130,13 @@ GET = (
     " AND (expires_at IS NULL OR expires_at > ?)"
 )
 PIECE = "SELECT data FROM bodies WHERE job_id = ? AND part = ? AND n = ?"
-# The oldest due queued jobs of one upstream, taken only if still queued (compare-and-set).
+# The oldest due queued jobs of one upstream, taken only if still queued (compare-and-set), and
+# no more than leave the upstream's running jobs, in every process, within its cap.
 CLAIM = (
     "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, started_at = ?,"
     " attempts = attempts + 1 WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued'"
-    " AND upstream = ? AND not_before <= ? ORDER BY seq LIMIT ?) AND status = 'queued'"
+    " AND upstream = ? AND not_before <= ? ORDER BY seq LIMIT max(0, min(?, ? - coalesce("
+    "(SELECT running FROM lanes WHERE upstream = ?), 0)))) AND status = 'queued'"
     f" RETURNING {COLUMNS}"
 )
 # A batch of finished jobs that ended before a time (`jobs purge --older-than`).

@@ -6,16 +6,24 @@ its rows. Should one operation fail, the batch is run again with each operation 
 of its own, so one caller's failure is that caller's alone (operations are functions of the
 connection, safe to run again after a rollback). A failed COMMIT fails every operation of that
 batch, so no caller is ever told "stored" for a row that was rolled back.
+
+Processes sharing the file (`server.workers`) take turns through an flock on a lock file beside
+it before each transaction. The kernel wakes the next writer the moment the lock is free, where
+SQLite's busy handler would sleep 1, 2, 5, 10... ms and retry; while one process commits, the
+other's batch grows, so the group commit holds across processes. SQLite's own locking still
+decides what is safe: a writer that does not take the turn (the sqlite3 shell) only waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -25,14 +33,21 @@ T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
 OnCommit = Callable[[int, float], None]  # operations in the batch, seconds from BEGIN to COMMIT
 MAX_BATCH = 256
+TURN_PAUSE, TURN_PAUSE_MAX = 0.0001, 0.001  # waits between looks at another process's turn
 
 
 class Writer:
     def __init__(
-        self, connect: Callable[[], sqlite3.Connection], on_commit: OnCommit | None = None
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        on_commit: OnCommit | None = None,
+        turns: str | None = None,
+        timeout: float = 5.0,
     ) -> None:
         self._connect = connect
         self._on_commit = on_commit
+        self._turns = turns  # the lock file writers take turns on, if any
+        self._timeout = timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._local = threading.local()
         self._pending: list[tuple[Operation, asyncio.Future[Any]]] = []
@@ -65,12 +80,41 @@ class Writer:
         return await future
 
     def _open(self) -> None:
+        if self._turns is not None:
+            self._local.turns = os.open(self._turns, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._local.conn = self._connect()
 
     def _close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
+        turns = getattr(self._local, "turns", None)
+        if turns is not None:
+            os.close(turns)
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This process's turn at the write lock, among the processes sharing the file; as
+        bounded as SQLite's own wait (a process stuck in its turn fails writes, not hangs them).
+        """
+        turns = getattr(self._local, "turns", None)
+        if turns is None:
+            yield
+            return
+        deadline, pause = time.monotonic() + self._timeout, TURN_PAUSE
+        while True:
+            try:
+                fcntl.flock(turns, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise sqlite3.OperationalError("another process kept the write turn") from None
+                time.sleep(pause)
+                pause = min(pause * 2, TURN_PAUSE_MAX)
+        try:
+            yield
+        finally:
+            fcntl.flock(turns, fcntl.LOCK_UN)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -100,20 +144,22 @@ class Writer:
     def _commit(self, ops: list[Operation]) -> tuple[list[tuple[bool, Any]], float | None]:
         """Each operation's outcome, and how long the transaction took if it committed."""
         conn: sqlite3.Connection = self._local.conn
-        started = time.perf_counter()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                results = [(True, op(conn)) for op in ops]
-            except Exception:  # one failed: run them again, each in its own savepoint
-                conn.execute("ROLLBACK")
+            with self._turn():
+                started = time.perf_counter()
                 conn.execute("BEGIN IMMEDIATE")
-                results = [self._apply(conn, op) for op in ops]
-            conn.execute("COMMIT")
+                try:
+                    results = [(True, op(conn)) for op in ops]
+                except Exception:  # one failed: run them again, each in its own savepoint
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                    results = [self._apply(conn, op) for op in ops]
+                conn.execute("COMMIT")
+                seconds = time.perf_counter() - started
         except sqlite3.Error as e:
             _rollback(conn)
             return [(False, StorageError(f"write failed: {e}"))] * len(ops), None
-        return results, time.perf_counter() - started
+        return results, seconds
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, op: Operation) -> tuple[bool, Any]:
