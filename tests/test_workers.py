@@ -23,26 +23,44 @@ def events(log: Path, name: str) -> list[dict[str, object]]:
     return [line for line in lines if line.get("event") == name]
 
 
-async def test_two_workers_share_the_port_and_the_store(
-    tmp_path: Path, upstream: FakeUpstream
-) -> None:
+async def two_workers(
+    tmp_path: Path, upstream: FakeUpstream, **keys: str
+) -> tuple[GatewayProcess, Path]:
+    """A gateway with `workers: 2` (`keys` set on its upstream), both listening; and its log."""
     path = tmp_path / "gateway.yaml"
-    path.write_text(config_text(upstream.url, str(tmp_path / "gateway.db"), server="{workers: 2}"))
+    db = str(tmp_path / "gateway.db")
+    path.write_text(config_text(upstream.url, db, upstream=keys, server="{workers: 2}"))
     log = tmp_path / "log"
     gateway = await GatewayProcess(["serve", "--config", str(path)], log).start()
     try:
         await wait_for(lambda: len(events(log, "listening")) == 2)
-        connector = aiohttp.TCPConnector(force_close=True)  # a new connection each time
-        async with aiohttp.ClientSession(connector=connector) as http:
+    except AssertionError:
+        gateway.kill()
+        raise
+    return gateway, log
 
-            async def send(i: int) -> str:
-                async with http.post(f"{gateway.url}/async/n{i}", data=b"w") as response:
-                    assert response.status == 202
-                    return str(response.headers["Location"])
 
-            locations = await asyncio.gather(*(send(i) for i in range(40)))
-            for location in locations:
-                assert (await final(http, location))[1] == "completed"
+async def completed(gateway: GatewayProcess, paths: list[str]) -> None:
+    """POST each path, each on a new connection (so both workers take some), and wait until
+    every job has completed."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def send(path: str) -> str:
+            async with http.post(gateway.url + path, data=b"w") as response:
+                assert response.status == 202
+                return str(response.headers["Location"])
+
+        for location in await asyncio.gather(*(send(path) for path in paths)):
+            assert (await final(http, location, timeout=30))[1] == "completed"
+
+
+async def test_two_workers_share_the_port_and_the_store(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    gateway, log = await two_workers(tmp_path, upstream)
+    try:
+        await completed(gateway, [f"/async/n{i}" for i in range(40)])
         seen = Counter(
             v for s in upstream.seen for v in header_values(s.headers, "X-Gateway-Job-Id")
         )
@@ -65,12 +83,8 @@ async def test_two_workers_share_the_port_and_the_store(
 async def test_workers_drain_and_exit_when_the_supervisor_is_killed(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(config_text(upstream.url, str(tmp_path / "gateway.db"), server="{workers: 2}"))
-    log = tmp_path / "log"
-    gateway = await GatewayProcess(["serve", "--config", str(path)], log).start()
+    gateway, log = await two_workers(tmp_path, upstream)
     try:
-        await wait_for(lambda: len(events(log, "listening")) == 2)
         workers = [int(str(e["pid"])) for e in events(log, "worker_started")]
         gateway.kill()  # SIGKILL: the supervisor cannot forward anything
         await wait_for(lambda: len(events(log, "stopped")) == 2)
@@ -85,25 +99,9 @@ async def test_workers_drain_and_exit_when_the_supervisor_is_killed(
 
 
 async def test_max_in_flight_holds_across_workers(tmp_path: Path, upstream: FakeUpstream) -> None:
-    path = tmp_path / "gateway.yaml"
-    db = str(tmp_path / "gateway.db")
-    limited = {"max_in_flight": "2"}
-    path.write_text(config_text(upstream.url, db, upstream=limited, server="{workers: 2}"))
-    log = tmp_path / "log"
-    gateway = await GatewayProcess(["serve", "--config", str(path)], log).start()
+    gateway, _ = await two_workers(tmp_path, upstream, max_in_flight="2")
     try:
-        await wait_for(lambda: len(events(log, "listening")) == 2)
-        connector = aiohttp.TCPConnector(force_close=True)  # spread over both workers
-        async with aiohttp.ClientSession(connector=connector) as http:
-
-            async def send(i: int) -> str:
-                async with http.post(f"{gateway.url}/async/s{i}?sleep=0.2") as response:
-                    assert response.status == 202
-                    return str(response.headers["Location"])
-
-            locations = await asyncio.gather(*(send(i) for i in range(12)))
-            for location in locations:
-                assert (await final(http, location, timeout=30))[1] == "completed"
+        await completed(gateway, [f"/async/s{i}?sleep=0.2" for i in range(12)])
         assert upstream.peak == 2  # each worker may run 2, but both together never more
     finally:
         gateway.signal(signal.SIGTERM)
