@@ -1,14 +1,17 @@
-"""The writer: a batch commits together, and one operation's failure is that caller's alone."""
+"""The writer: a batch commits together, one operation's failure is that caller's alone, and
+processes take bounded turns."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from gateway.errors import StorageError
 from gateway.store.writer import Writer
 
 
@@ -49,3 +52,28 @@ async def test_nothing_is_written_after_stop(tmp_path: Path) -> None:
     await writer.stop()
     with pytest.raises(Exception, match="not open"):
         await writer.run(lambda c: None)
+
+
+async def test_a_turn_kept_by_another_process_fails_writes_in_bounded_time(tmp_path: Path) -> None:
+    path, turns = tmp_path / "w.db", tmp_path / "w.db-writer"
+    with sqlite3.connect(path) as setup:
+        setup.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    seen: list[tuple[int, float]] = []
+    writer = Writer(
+        lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False),
+        on_commit=lambda operations, seconds: seen.append((operations, seconds)),
+        turns=str(turns),
+        timeout=0.2,
+    )
+    await writer.start()
+    put = "INSERT INTO t VALUES ('a')"
+    try:
+        with turns.open("rb") as other:  # another process in its turn, stuck
+            fcntl.flock(other, fcntl.LOCK_EX)
+            with pytest.raises(StorageError, match="kept the write turn"):
+                await asyncio.wait_for(writer.run(lambda c: c.execute(put)), timeout=5)
+            assert seen == []
+        await writer.run(lambda c: c.execute(put))  # its turn over (the file closed): on we go
+    finally:
+        await writer.stop()
+    assert len(seen) == 1 and seen[0][0] == 1 and seen[0][1] > 0

@@ -8,10 +8,11 @@ connection, safe to run again after a rollback). A failed COMMIT fails every ope
 batch, so no caller is ever told "stored" for a row that was rolled back.
 
 Processes sharing the file (`server.workers`) take turns through an flock on a lock file beside
-it before each transaction. The kernel wakes the next writer the moment the lock is free, where
-SQLite's busy handler would sleep 1, 2, 5, 10... ms and retry; while one process commits, the
-other's batch grows, so the group commit holds across processes. SQLite's own locking still
-decides what is safe: a writer that does not take the turn (the sqlite3 shell) only waits.
+it before each transaction. A waiting writer looks again after 0.1 ms, doubling to at most 1 ms,
+where SQLite's busy handler would sleep 1, 2, 5, 10... ms between tries; while one process
+commits, the other's batch grows, so the group commit holds across processes. SQLite's own
+locking still decides what is safe: a writer that does not take the turn (the sqlite3 shell)
+only waits.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class Writer:
 
     def _open(self) -> None:
         if self._turns is not None:
-            self._local.turns = os.open(self._turns, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # flock needs no write access: any user who may write the database can take a turn
+            self._local.turns = os.open(self._turns, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._local.conn = self._connect()
 
     def _close(self) -> None:
