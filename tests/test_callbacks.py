@@ -107,6 +107,8 @@ async def test_owed_callbacks_survive_kill_9(
         async with aiohttp.ClientSession() as http, http.post(gateway.url + "/async/x") as r:
             assert r.status == 202
         await wait_for(lambda: len(receiver.seen) == 1)  # the first delivery failed (503)
+        # ...and its retry is stored (killed before that, the delivery waits out its 60 s hold)
+        await wait_for(lambda: '"callback_retry"' in (tmp_path / "log").read_text())
     finally:
         gateway.kill()
     restarted = await GatewayProcess(args, tmp_path / "log").start()
