@@ -31,8 +31,8 @@ from gateway.store import statements as sql
 from gateway.store.writer import OnCommit, Writer
 
 BUSY_TIMEOUT_MS = 5000
-POINT_BUSY_S = 0.02
-NO_CAP = 2**62  # the longest a read on the event loop may wait for a lock
+POINT_BUSY_S = 0.02  # the longest a read on the event loop may wait for a lock
+NO_CAP = 2**62  # a claim's cap when the caller sets none
 
 
 def _connect(path: str, schema: bool) -> sqlite3.Connection:
