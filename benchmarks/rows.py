@@ -44,7 +44,7 @@ class Context:
 
 def accept(c: Context) -> None:
     with gateway(c.upstream, c.workdir) as gw:
-        pid = pid_listening(int(gw.rsplit(":", 1)[1]))
+        pid = pid_listening(gw)
         post(gw + "/accept/hold")  # holds the upstream's one slot: the rest stay queued
         interleave(
             "durable accept, 1 KB POST -> 202 (vs no-op 202)",
@@ -82,7 +82,7 @@ def replay(c: Context) -> None:
 
 
 def _status(name: str, c: Context, gw: str, status_url: str) -> None:
-    pid = pid_listening(int(gw.rsplit(":", 1)[1]))
+    pid = pid_listening(gw)
     interleave(
         name,
         c.pairs,
@@ -93,7 +93,7 @@ def _status(name: str, c: Context, gw: str, status_url: str) -> None:
 
 def proxy(c: Context) -> None:
     with gateway(c.upstream, c.workdir) as gw, nginx(c.upstream_port, c.workdir) as ng:
-        pid = pid_listening(int(gw.rsplit(":", 1)[1]))
+        pid = pid_listening(gw)
         interleave(
             "proxy route pass-through (vs nginx, 1 worker)",
             c.pairs,
@@ -112,7 +112,7 @@ def proxy(c: Context) -> None:
 def e2e(c: Context) -> None:
     def jobs_per_second() -> dict[str, float]:
         with gateway(c.upstream, c.workdir) as gw:
-            pid = pid_listening(int(gw.rsplit(":", 1)[1]))
+            pid = pid_listening(gw)
             started, spent = time.monotonic(), cpu_ticks(pid)
             load = wrk(gw + "/e2e/x", c.seconds, c.connections, POST_1KB)
             accepted = load["rps"] * c.seconds
@@ -152,7 +152,7 @@ def memory(c: Context) -> None:
     """Four concurrent replays of a 200 MiB body: the gateway's RSS growth over idle."""
     size = 200 * MIB
     with gateway(c.upstream, c.workdir) as gw:
-        pid = pid_listening(int(gw.rsplit(":", 1)[1]))
+        pid = pid_listening(gw)
         urls = [post(f"{gw}/e2e/big?bytes={size}") for _ in range(4)]
         for url in urls:
             wait_done(url, timeout=600)
@@ -191,11 +191,11 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def pid_listening(port: int) -> int:
-    """The gateway process (a child of the harness) that listens on `port`."""
+def pid_listening(url: str) -> int:
+    """The gateway process (a child of the harness) that listens at `url`'s port."""
     import subprocess
 
     out = subprocess.run(
-        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True
+        ["ss", "-ltnpH", f"sport = :{url.rsplit(':', 1)[1]}"], capture_output=True, text=True
     ).stdout
     return int(out.split("pid=")[1].split(",")[0])

@@ -68,7 +68,7 @@ def longpoll(c: Context) -> None:
     """CPU of the gateway while 10,000 clients wait on a pending job that does not end,
     against the same gateway idle; then how long the one ending takes to answer them all."""
     with gateway(c.upstream, c.workdir) as gw:
-        pid = pid_listening(int(gw.rsplit(":", 1)[1]))
+        pid = pid_listening(gw)
         post(gw + "/accept/hold")
         status_url = post(gw + "/accept/pending")
         idle = _cpu_percent(pid, c.seconds)
