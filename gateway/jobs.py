@@ -6,11 +6,13 @@ running when its process died. Times are seconds since the epoch, passed in.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 import random
 import secrets
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -209,11 +211,20 @@ def on_restart(job: Job, policy: Retry) -> Fail | None:
 
 
 def rfc3339(when: float | None) -> str | None:
+    """UTC with milliseconds, as datetime's isoformat gives it (microseconds rounded half to
+    even, then cut to milliseconds); the date and time of day are built once per second."""
     if when is None:
         return None
-    return (
-        datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    second = math.floor(when)
+    micro = round((when - second) * 1e6)
+    if micro == 1_000_000:
+        second, micro = second + 1, 0
+    return f"{_second(second)}.{micro // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def summary(job: Job) -> dict[str, object]:

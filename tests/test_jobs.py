@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,6 +22,7 @@ from gateway.jobs import (
     new_id,
     on_restart,
     retries_on_interrupt,
+    rfc3339,
     summary,
 )
 
@@ -108,6 +110,23 @@ def test_summary_uses_rfc3339_times() -> None:
     view = summary(job())
     assert view["created_at"] == "1970-01-12T13:46:40.000Z"
     assert view["started_at"] is None
+
+
+@pytest.mark.parametrize(
+    "when",
+    [0.0, 1.0005, 1.9994999, 1.9999995, 1_795_000_000.9996, 1_795_000_059.9999996, 4e9 + 0.25],
+)
+def test_rfc3339_matches_datetime_at_the_edges_of_a_millisecond(when: float) -> None:
+    """The fast form agrees with datetime's rounding, carries included."""
+    expected = datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
+    assert rfc3339(when) == expected.replace("+00:00", "Z")
+
+
+def test_rfc3339_matches_datetime_on_random_times() -> None:
+    rng = random.Random(7)
+    for when in (rng.uniform(0, 4e9) for _ in range(20_000)):
+        expected = datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
+        assert rfc3339(when) == expected.replace("+00:00", "Z")
 
 
 def test_job_ids_sort_by_time_and_carry_128_random_bits() -> None:
