@@ -14,13 +14,13 @@ never cut into each other.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import select
 import time
 from typing import TextIO
 
+import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
@@ -48,9 +48,9 @@ class AccessLines:
             self._head = '{"ts": "' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         self._lines.append(
             f"{self._head}.{int((now - second) * 1000):03d}{self._tail}"
-            f'"message": "request", "event": "access", "method": {json.dumps(method)}, '
-            f'"path": {json.dumps(path)}, "status": {status}, '
-            f'"duration_ms": {round(duration_s * 1000, 2)}, "remote": {json.dumps(remote)}}}'
+            f'"message": "request", "event": "access", "method": {_quoted(method)}, '
+            f'"path": {_quoted(path)}, "status": {status}, '
+            f'"duration_ms": {round(duration_s * 1000, 2)}, "remote": {_quoted(remote)}}}'
         )
         if len(self._lines) >= MAX_LINES:
             self.flush()
@@ -71,6 +71,11 @@ class AccessLines:
                 self._stream.flush()
         except (OSError, ValueError):  # a full disk or a closed pipe costs log lines, not requests
             pass
+
+
+def _quoted(text: str) -> str:
+    """A JSON string; orjson writes one in a fifth of json.dumps's time."""
+    return orjson.dumps(text).decode()
 
 
 def whole_runs(lines: list[str], limit: int = select.PIPE_BUF) -> list[str]:

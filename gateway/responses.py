@@ -5,11 +5,11 @@ Builds responses only; it never reads storage except through the body iterator i
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -27,7 +27,7 @@ def problem(
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return web.Response(
         status=status,
-        body=json.dumps(body).encode(),
+        body=orjson.dumps(body),
         content_type=PROBLEM,
         headers=headers,
     )
@@ -76,7 +76,7 @@ def pending(job: Job, retry_after: float, extra: dict[str, str]) -> web.Response
 
 def _json(status: int, view: Mapping[str, object], headers: dict[str, str]) -> web.Response:
     headers["Content-Type"] = JSON
-    return web.Response(status=status, body=json.dumps(view).encode(), headers=headers)
+    return web.Response(status=status, body=orjson.dumps(view), headers=headers)
 
 
 def failed(job: Job, extra: dict[str, str]) -> web.Response:

@@ -7,13 +7,13 @@ a replay streams its body piece by piece while writes go on. SQL lives here and 
 
 from __future__ import annotations
 
-import json
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from gateway.errors import StorageError
 from gateway.jobs import (
@@ -252,7 +252,7 @@ class SQLiteStore:
         except BaseException:
             await self._writer.run(sql.drop_part(job_id, Part.ANSWER))
             raise
-        head = json.dumps([answer.status, answer.reason, answer.headers, size])
+        head = orjson.dumps([answer.status, answer.reason, answer.headers, size]).decode()
 
         def op(c: sqlite3.Connection) -> bool:
             if n:
@@ -268,7 +268,7 @@ class SQLiteStore:
     async def fail(
         self, job_id: str, owner: str, failure: Failure, now: float, expires_at: float
     ) -> bool:
-        cause = json.dumps([failure.kind, failure.detail, failure.sent])
+        cause = orjson.dumps([failure.kind, failure.detail, failure.sent]).decode()
         return await self._writer.run(
             lambda c: sql.finish(c, job_id, owner, "failed", now, expires_at, failure=cause)
         )

@@ -7,10 +7,11 @@ nothing here awaits or opens connections.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sqlite3
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from gateway.errors import IdempotencyConflict
 from gateway.jobs import Answer, Failure, Job, NewJob, Status, new_webhook_id
@@ -164,7 +165,7 @@ def insert(c: sqlite3.Connection, job: NewJob, status: Status, first: bytes) -> 
             str(status),
             job.method,
             job.target,
-            json.dumps(job.headers),
+            orjson.dumps(job.headers).decode(),
             len(first),
             int(job.retry_on_interrupt),
             job.binding,
@@ -273,10 +274,10 @@ def job_of(row: Any) -> Job:
     fields = list(row)
     headers, answer, failure = fields[_HEADERS], fields[_ANSWER], fields[_FAILURE]
     fields[_STATUS] = Status(fields[_STATUS])
-    fields[_HEADERS] = _headers(json.loads(headers)) if headers else None
+    fields[_HEADERS] = _headers(orjson.loads(headers)) if headers else None
     fields[_RETRY] = bool(fields[_RETRY])
-    fields[_ANSWER] = _answer(json.loads(answer)) if answer else None
-    fields[_FAILURE] = Failure(*json.loads(failure)) if failure else None
+    fields[_ANSWER] = _answer(orjson.loads(answer)) if answer else None
+    fields[_FAILURE] = Failure(*orjson.loads(failure)) if failure else None
     return Job(*fields)
 
 
