@@ -57,7 +57,9 @@ async def accepted(store: Store, job_id: str, data: bytes = b"payload", **kw: ob
 async def test_accept_stores_request_and_queues(store: Store) -> None:
     job = await accepted(store, "a")
     assert job.status == Status.QUEUED
-    got = await store.get("a", T0)
+    plain = await store.get("a", T0)
+    assert plain is not None and plain.request_headers is None  # read only when asked for
+    got = await store.get("a", T0, request=True)
     assert got is not None
     assert (got.method, got.target, got.binding) == ("POST", "/r/a?q=1", "b1")
     assert got.request_headers == (("Authorization", "Bearer x"), ("X-A", "1"), ("X-A", "2"))
@@ -174,7 +176,7 @@ async def test_complete_stores_answer_and_drops_request(store: Store) -> None:
     answer = Answer(201, "Created", (("X-B", "1"), ("X-B", "2")))
     done = await store.complete("a", "w1", answer, pieces(b"ans", b"wer"), T0 + 1, T0 + 100)
     assert done
-    job = await store.get("a", T0 + 2)
+    job = await store.get("a", T0 + 2, request=True)
     assert job is not None and job.status == Status.COMPLETED
     assert job.answer == Answer(201, "Created", (("X-B", "1"), ("X-B", "2")), size=6)
     assert job.request_headers is None
@@ -200,7 +202,7 @@ async def test_a_job_ends_once(store: Store) -> None:
     await store.claim("up", "w1", T0, T0 + 15)
     assert await store.fail("a", "w1", Failure("refused", "no", False), T0, T0 + 9)
     assert not await store.complete("a", "w1", Answer(200, "OK", ()), pieces(b""), T0, T0 + 9)
-    job = await store.get("a", T0)
+    job = await store.get("a", T0, request=True)
     assert job is not None and job.status == Status.FAILED
     assert job.failure == Failure("refused", "no", False)
     assert job.request_headers is not None  # a failed job keeps its request as a dead letter
@@ -267,7 +269,7 @@ async def test_cancel_ends_a_pending_job_and_drops_its_request(store: Store) -> 
     assert await store.cancel("q", T0 + 1, T0 + 50)  # running
     assert await store.cancel("r", T0 + 1, T0 + 50)  # queued
     for job_id in ("q", "r"):
-        job = await store.get(job_id, T0 + 2)
+        job = await store.get(job_id, T0 + 2, request=True)
         assert job is not None and job.status == Status.CANCELED
         assert job.request_headers is None
         assert await body(store, job_id, Part.REQUEST) == b""

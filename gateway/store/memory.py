@@ -74,11 +74,11 @@ class MemoryStore:
         self._rows[job.id] = _Row(stored, self._seq, bodies={Part.REQUEST: chunks})
         return stored
 
-    async def get(self, job_id: str, now: float) -> Job | None:
+    async def get(self, job_id: str, now: float, *, request: bool = False) -> Job | None:
         row = self._rows.get(job_id)
         if row is None or (row.expires_at is not None and row.expires_at <= now):
             return None
-        return row.job
+        return row.job if request else dataclasses.replace(row.job, request_headers=None)
 
     async def claim_many(
         self,

@@ -117,8 +117,8 @@ class SQLiteStore:
 
     # -- reading -----------------------------------------------------------------
 
-    async def get(self, job_id: str, now: float) -> Job | None:
-        row = await self._lookup(sql.GET, (job_id, now))
+    async def get(self, job_id: str, now: float, *, request: bool = False) -> Job | None:
+        row = await self._lookup(sql.GET_WITH_REQUEST if request else sql.GET, (job_id, now))
         return sql.job_of(row) if row else None
 
     async def _lookup(self, query: str, args: tuple[Any, ...]) -> Any:

@@ -126,10 +126,11 @@ _STATUS, _HEADERS, _RETRY, _ANSWER, _FAILURE = (
     for name in ("status", "request_headers", "retry_on_interrupt", "answer", "failure")
 )
 COLUMNS = ", ".join(_NAMES)
-GET = (
-    f"SELECT {COLUMNS} FROM jobs WHERE id = ? AND status != 'receiving'"
-    " AND (expires_at IS NULL OR expires_at > ?)"
+_VISIBLE = (
+    "FROM jobs WHERE id = ? AND status != 'receiving' AND (expires_at IS NULL OR expires_at > ?)"
 )
+GET = f"SELECT {COLUMNS.replace('request_headers', 'NULL')} {_VISIBLE}"
+GET_WITH_REQUEST = f"SELECT {COLUMNS} {_VISIBLE}"
 PIECE = "SELECT data FROM bodies WHERE job_id = ? AND part = ? AND n = ?"
 # The oldest due queued jobs of one upstream, taken only if still queued (compare-and-set), and
 # no more than leave the upstream's running jobs, in every process, within its cap.
