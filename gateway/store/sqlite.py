@@ -143,13 +143,13 @@ class SQLiteStore:
         return job
 
     async def body(self, job_id: str, part: Part) -> AsyncIterator[bytes]:
-        n = 0
-        while True:
+        n, more = 0, True
+        while more:
             row = await self._lookup(sql.PIECE, (job_id, int(part), n))
             if row is None:
                 return
             yield bytes(row[0])
-            n += 1
+            n, more = n + 1, bool(row[1])
 
     async def _read_one(self, sql: str, args: tuple[Any, ...]) -> Any:
         rows = await self._read_all(sql, args)

@@ -131,7 +131,12 @@ _VISIBLE = (
 )
 GET = f"SELECT {COLUMNS.replace('request_headers', 'NULL')} {_VISIBLE}"
 GET_WITH_REQUEST = f"SELECT {COLUMNS} {_VISIBLE}"
-PIECE = "SELECT data FROM bodies WHERE job_id = ? AND part = ? AND n = ?"
+# A piece, and whether another follows: the last piece (for most bodies the only one) ends the
+# reading without a query that finds nothing.
+PIECE = (
+    "SELECT data, EXISTS (SELECT 1 FROM bodies WHERE job_id = ?1 AND part = ?2 AND n = ?3 + 1)"
+    " FROM bodies WHERE job_id = ?1 AND part = ?2 AND n = ?3"
+)
 # The oldest due queued jobs of one upstream, taken only if still queued (compare-and-set), and
 # no more than leave the upstream's running jobs, in every process, within its cap.
 CLAIM = (
