@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import handlers, status
+from gateway import handlers, operations, status
 from gateway.accesslog import AccessLines, logger_class
 from gateway.callbacks import Deliverer
 from gateway.config import Config
@@ -35,10 +35,10 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body)
     prefix = config.jobs.prefix
     own: dict[str, dict[str, Handler]] = {
-        "/_gateway/healthz": {"GET": handlers.healthz},
-        "/_gateway/readyz": {"GET": handlers.readyz},
-        "/_gateway/metrics": {"GET": handlers.metrics},
-        "/_gateway/openapi.json": {"GET": handlers.openapi_document},
+        "/_gateway/healthz": {"GET": operations.healthz},
+        "/_gateway/readyz": {"GET": operations.readyz},
+        "/_gateway/metrics": {"GET": operations.metrics},
+        "/_gateway/openapi.json": {"GET": operations.openapi_document},
         prefix + "/{id}": {"GET": status.status, "DELETE": status.delete},
         prefix + "/{id}/status": {"GET": status.status_view},
     }
@@ -48,10 +48,10 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
             resource.add_route(method, handler)
             if method == "GET":
                 resource.add_route("HEAD", handler)
-        resource.add_route("*", handlers.not_allowed)
+        resource.add_route("*", operations.not_allowed)
     # The gateway's own namespace is never forwarded, whatever the routes say.
     for reserved in {"/_gateway", prefix}:
-        app.router.add_route("*", reserved + "/{tail:.*}", handlers.not_ours)
+        app.router.add_route("*", reserved + "/{tail:.*}", operations.not_ours)
     app.router.add_route("*", "/{tail:.*}", handlers.route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -1,7 +1,8 @@
-"""HTTP only: accepting async requests (202), proxy routes, the gateway's own endpoints.
+"""HTTP only: the operator's routes, accepted (202) or proxied.
 
 Handlers translate between HTTP and the store, the dispatcher and `upstream.exchange`; header
-rules live in `headers.py`, answers in `responses.py`, the status URL in `status.py`.
+rules live in `headers.py`, answers in `responses.py`, the status URL in `status.py`, the
+gateway's own endpoints in `operations.py`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
 from gateway import headers as h
-from gateway import jobs, openapi, responses
+from gateway import jobs, responses
 from gateway.callbacks import allowed
 from gateway.config import Config, Route, Upstream
 from gateway.dispatcher import Dispatcher
@@ -281,51 +281,3 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
     assert response is not None  # the exchange either answered or raised
     await response.write_eof()
     return response
-
-
-# -- operations ------------------------------------------------------------------------
-
-
-async def metrics(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    try:
-        queued = await rt.store.queued_by_upstream()
-    except StorageError:
-        queued = {}
-    queued = {name: queued.get(name, 0) for name in rt.config.upstreams}
-    return web.Response(body=rt.metrics.render(queued), headers={"Content-Type": CONTENT_TYPE})
-
-
-async def not_allowed(request: web.Request) -> web.Response:
-    """405 on the gateway's own paths for a method they do not take (RFC 9110 §15.5.6)."""
-    resource = request.match_info.route.resource
-    allow = sorted({r.method for r in resource or [] if r.method != "*"})
-    return responses.problem(
-        405,
-        "Method Not Allowed",
-        f"{request.path} takes {', '.join(allow)}",
-        headers={"Allow": ", ".join(allow)},
-    )
-
-
-async def not_ours(request: web.Request) -> web.Response:
-    return responses.problem(404, "Not Found", f"no gateway endpoint at {request.path}")
-
-
-async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(openapi.document(request.app[RUNTIME].config))
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    if rt.draining:
-        return web.json_response({"status": "draining"}, status=503)
-    try:
-        await rt.store.ping()
-    except StorageError as e:
-        return web.json_response({"status": "storage unavailable", "error": str(e)}, status=503)
-    return web.json_response({"status": "ready"})
