@@ -1,7 +1,7 @@
 """The embedded default Store: one SQLite file in WAL mode, `synchronous=FULL`.
 
-Writes go through the single group-commit Writer; reads use a separate aiosqlite connection, so
-a replay streams its body piece by piece while writes go on. SQL lives here and in
+Writes go through the single group-commit Writer and reads through the Reader's connections,
+so a replay streams its body piece by piece while writes go on. SQL lives here and in
 `statements.py`, nowhere else.
 """
 
@@ -12,7 +12,6 @@ import sqlite3
 from collections.abc import AsyncIterator, Collection
 from typing import Any
 
-import aiosqlite
 import orjson
 
 from gateway.errors import StorageError
@@ -28,10 +27,10 @@ from gateway.jobs import (
 )
 from gateway.store import Part
 from gateway.store import statements as sql
+from gateway.store.reader import Reader
 from gateway.store.writer import OnCommit, Writer
 
 BUSY_TIMEOUT_MS = 5000
-POINT_BUSY_S = 0.02  # the longest a read on the event loop may wait for a lock
 NO_CAP = 2**62  # a claim's cap when the caller sets none
 
 
@@ -53,32 +52,22 @@ class SQLiteStore:
         self._writer = Writer(
             lambda: _connect(path, schema=True), on_commit, path + "-writer", BUSY_TIMEOUT_MS / 1000
         )
-        self._reader: aiosqlite.Connection | None = None
-        self._point: sqlite3.Connection | None = None
+        self._reader = Reader(path, BUSY_TIMEOUT_MS / 1000)
 
     async def open(self) -> None:
         try:
             await self._writer.start()
-            # Autocommit: a read never leaves a transaction open that would pin an old snapshot.
-            self._reader = await aiosqlite.connect(
-                self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
-            )
-            self._point = sqlite3.connect(self.path, isolation_level=None, timeout=POINT_BUSY_S)
+            await self._reader.open()
         except (sqlite3.Error, OSError) as e:
             await self.close()
             raise StorageError(f"cannot open {self.path}: {e}") from e
 
     async def close(self) -> None:
-        if self._point is not None:
-            self._point.close()
-            self._point = None
-        if self._reader is not None:
-            await self._reader.close()
-            self._reader = None
+        await self._reader.close()
         await self._writer.stop()
 
     async def ping(self) -> None:
-        await self._read_one("SELECT 1", ())
+        await self._reader.all("SELECT 1", ())
 
     async def key(self) -> bytes:
         """A random key kept in the store, shared by every process that uses it."""
@@ -118,23 +107,8 @@ class SQLiteStore:
     # -- reading -----------------------------------------------------------------
 
     async def get(self, job_id: str, now: float, *, request: bool = False) -> Job | None:
-        row = await self._lookup(sql.GET_WITH_REQUEST if request else sql.GET, (job_id, now))
+        row = await self._reader.one(sql.GET_WITH_REQUEST if request else sql.GET, (job_id, now))
         return sql.job_of(row) if row else None
-
-    async def _lookup(self, query: str, args: tuple[Any, ...]) -> Any:
-        try:
-            return self._point_read(query, args)
-        except sqlite3.Error:  # busy for a moment (a WAL reset): wait off the loop instead
-            return await self._read_one(query, args)
-
-    def _point_read(self, query: str, args: tuple[Any, ...]) -> Any:
-        """A lookup by key on the event loop itself: in WAL mode it almost never waits on
-        writers, and it costs a fraction of a hop to the reader thread (the status URL's hot
-        path). It may wait at most POINT_BUSY_S; longer waits go to the reader thread."""
-        if self._point is None:
-            raise StorageError("storage is not open")
-        rows = self._point.execute(query, args).fetchall()  # run to its end: no open read
-        return rows[0] if rows else None
 
     async def _job(self, job_id: str) -> Job:
         job = await self.get(job_id, 0.0)
@@ -145,29 +119,11 @@ class SQLiteStore:
     async def body(self, job_id: str, part: Part) -> AsyncIterator[bytes]:
         n, more = 0, True
         while more:
-            row = await self._lookup(sql.PIECE, (job_id, int(part), n))
+            row = await self._reader.one(sql.PIECE, (job_id, int(part), n))
             if row is None:
                 return
             yield bytes(row[0])
             n, more = n + 1, bool(row[1])
-
-    async def _read_one(self, sql: str, args: tuple[Any, ...]) -> Any:
-        rows = await self._read_all(sql, args)
-        return rows[0] if rows else None
-
-    async def _read_all(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
-        """One query run to its end in one step on the reader's thread.
-
-        Handlers share the reader connection; a statement left open between steps would hold
-        a read transaction, and another handler's query inside it would see an old snapshot
-        (a job just committed would look missing).
-        """
-        if self._reader is None:
-            raise StorageError("storage is not open")
-        try:
-            return list(await self._reader.execute_fetchall(sql, args))
-        except sqlite3.Error as e:
-            raise StorageError(f"read failed: {e}") from e
 
     async def due_callback(self, now: float, lease_until: float) -> Callback | None:
         row = await self._writer.run(
@@ -193,14 +149,16 @@ class SQLiteStore:
         )
 
     async def queued_by_upstream(self) -> dict[str, int]:
-        rows = await self._read_all(sql.QUEUED_BY_UPSTREAM, ())
+        rows = await self._reader.all(sql.QUEUED_BY_UPSTREAM, ())
         return {str(upstream): int(count) for upstream, count in rows}
 
     async def queued(self, at_most: int) -> int:
-        return min(at_most, int((await self._lookup(sql.QUEUED, ()))[0]))
+        return min(at_most, int((await self._reader.one(sql.QUEUED, ()))[0]))
 
     async def running(self) -> list[Job]:
-        rows = await self._read_all(f"SELECT {sql.COLUMNS} FROM jobs WHERE status = 'running'", ())
+        rows = await self._reader.all(
+            f"SELECT {sql.COLUMNS} FROM jobs WHERE status = 'running'", ()
+        )
         return [sql.job_of(r) for r in rows]
 
     # -- transitions, each a compare-and-set --------------------------------------
@@ -321,7 +279,7 @@ class SQLiteStore:
         )
 
     async def list_jobs(self, status: str | None, route: str | None, limit: int) -> list[Job]:
-        rows = await self._read_all(
+        rows = await self._reader.all(
             f"SELECT {sql.COLUMNS} FROM jobs WHERE status != 'receiving'"
             " AND (? IS NULL OR status = ?) AND (? IS NULL OR route = ?)"
             " ORDER BY seq DESC LIMIT ?",
