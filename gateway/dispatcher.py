@@ -1,7 +1,8 @@
-"""Bounded background execution per upstream: claims, tries, retries, leases, recovery, drain.
+"""Bounded background execution per upstream: claims, tries, retries, drain.
 
 The dispatcher owns every task it starts, bounds each upstream to `max_in_flight`, takes jobs in
-order of arrival, and ends every job it claims in a recorded state, even on an unexpected error.
+order of arrival, and ends every job it claims in a recorded state, even on an unexpected error;
+its leases are kept by `leases.Housekeeping`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import random
-import secrets
-import socket
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -26,44 +24,15 @@ from gateway.endings import Endings, until
 from gateway.errors import StorageError
 from gateway.headers import JOB_ID
 from gateway.jobs import Again, Complete, Decision, Fail, Failure, Job
+from gateway.leases import LEASE, Housekeeping, new_owner
 from gateway.metrics import Metrics
 from gateway.store import Part, Store
 from gateway.upstream import UpstreamFailed, exchange
 
 log = logging.getLogger("gateway.dispatcher")
-LEASE = 15.0  # a running job's lease; renewed every LEASE / 3 while its call goes on
 POLL = 1.0  # how often an idle lane looks for work queued by other processes
-STALE_UPLOAD = 3600.0  # an upload unfinished this long is abandoned
 BACKLOG_TTL = 0.25  # how stale the count behind max_queued may be
 CLAIM_BATCH = 64  # at most this many jobs claimed in one transaction
-
-
-def new_owner() -> str:
-    """host:pid:random, so a restarted process can tell its dead predecessor's leases."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def dead_predecessor(owner: str, me: str) -> bool:
-    """Whether a lease's holder is a process on this host that is gone.
-
-    Our own pid under another token (a container restarted as pid 1) or a pid that no longer
-    runs; anything else waits for the lease to run out.
-    """
-    host, pid, _ = ([*owner.split(":"), "", "", ""])[:3]
-    my_host, my_pid, _ = me.split(":")
-    if owner == me or host != my_host or not pid.isdigit():
-        return False
-    return pid == my_pid or not _running(int(pid))
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Dispatcher:
@@ -87,6 +56,15 @@ class Dispatcher:
         self._wake = {name: asyncio.Event() for name in config.upstreams}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._calls: dict[str, asyncio.Task[Any]] = {}
+        self.housekeeping = Housekeeping(
+            store,
+            self.owner,
+            lease,
+            config.jobs.retention,
+            clock,
+            self._calls.keys,
+            self._interrupted,
+        )
         self._claiming = True
         self._backlog, self._backlog_at = 0, -BACKLOG_TTL
         self.endings = Endings()
@@ -96,7 +74,7 @@ class Dispatcher:
     def start(self) -> None:
         for upstream in self._config.upstreams.values():
             self._spawn(self._lane(upstream), f"lane:{upstream.name}")
-        self._spawn(self._housekeeping(), "housekeeping")
+        self._spawn(self.housekeeping.run(), "housekeeping")
 
     def notify(self, upstream: str) -> None:
         """A job for `upstream` was just stored."""
@@ -305,49 +283,3 @@ class Dispatcher:
                 **fields,
             },
         )
-
-    # -- leases, recovery, retention ----------------------------------------------
-
-    async def _housekeeping(self) -> None:
-        """Renew leases, settle dead processes' jobs, and sweep expired jobs, on one tick."""
-        sweep_every = min(60.0, max(1.0, self._config.jobs.retention / 4))
-        tick = min(self._lease / 3, sweep_every)
-        while True:
-            now = self._clock()
-            try:
-                await self._store.renew(self.owner, list(self._calls), now + self._lease)
-                await self.recover(now)
-                await self.sweep(now)
-            except StorageError as e:
-                log.error(
-                    "housekeeping failed", extra={"event": "housekeeping_failed", "error": str(e)}
-                )
-            await asyncio.sleep(tick)
-
-    async def sweep(self, now: float) -> int:
-        """Delete expired jobs in small batches, each its own transaction, found by index."""
-        total = 0
-        while (deleted := await self._store.purge(now, now - STALE_UPLOAD)) > 0:
-            total += deleted
-            await asyncio.sleep(0)  # let accepts and claims in between batches
-        if total:
-            log.info("swept", extra={"event": "swept", "jobs": total})
-        return total
-
-    async def recover(self, now: float) -> int:
-        """Settle running jobs whose process died: retried or failed per `on_interrupt`."""
-        settled = 0
-        for job in await self._store.running():
-            holder, lease_until = job.owner or "", job.lease_until or 0.0
-            if job.id in self._calls:  # ours, and its call is still going on
-                continue
-            if not (lease_until < now or dead_predecessor(holder, self.owner)):
-                continue
-            if await self._store.steal(job, self.owner, now + self._lease):
-                log.warning(
-                    "job recovered",
-                    extra={"event": "job_recovered", "job_id": job.id, "from": holder},
-                )
-                await self._interrupted(job)
-                settled += 1
-        return settled
