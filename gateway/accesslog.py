@@ -38,19 +38,19 @@ class AccessLines:
         self._timer: asyncio.TimerHandle | None = None
         self._head = ""  # everything before the line's timestamp's milliseconds
         self._second = -1
-        self._tail = f'Z", "level": "info", "logger": "{LOGGER}", "pid": {os.getpid()}, '
+        self._tail = f'Z","level":"info","logger":"{LOGGER}","pid":{os.getpid()},'
 
     def add(self, method: str, path: str, status: int, duration_s: float, remote: str) -> None:
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
-            self._head = '{"ts": "' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._head = '{"ts":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         self._lines.append(
             f"{self._head}.{int((now - second) * 1000):03d}{self._tail}"
-            f'"message": "request", "event": "access", "method": {_quoted(method)}, '
-            f'"path": {_quoted(path)}, "status": {status}, '
-            f'"duration_ms": {round(duration_s * 1000, 2)}, "remote": {_quoted(remote)}}}'
+            f'"message":"request","event":"access","method":{_quoted(method)},'
+            f'"path":{_quoted(path)},"status":{status},'
+            f'"duration_ms":{round(duration_s * 1000, 2)},"remote":{_quoted(remote)}}}'
         )
         if len(self._lines) >= MAX_LINES:
             self.flush()

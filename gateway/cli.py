@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import orjson
+
 from gateway import admin
 from gateway import config as configuration
 from gateway.errors import ConfigError, GatewayError
@@ -37,7 +39,10 @@ class JsonFormatter(logging.Formatter):
         line.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS})
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        try:
+            return orjson.dumps(line, default=str).decode()  # a third of json.dumps's time
+        except TypeError:  # what orjson refuses (a lone surrogate, a huge int), json writes
+            return json.dumps(line, default=str, separators=(",", ":"))
 
 
 def setup_logging(level: int = logging.INFO) -> None:

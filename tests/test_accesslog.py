@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import select
+import time
 
-from gateway.accesslog import FLUSH_S, MAX_LINES, AccessLines
+from gateway.accesslog import FLUSH_S, LOGGER, MAX_LINES, AccessLines
+from gateway.cli import JsonFormatter
 
 
 async def test_lines_are_json_and_written_together_after_a_moment() -> None:
@@ -26,6 +29,29 @@ async def test_lines_are_json_and_written_together_after_a_moment() -> None:
     assert first["event"] == "access" and first["level"] == "info"
     assert first["duration_ms"] == 12.3 and first["remote"] == "127.0.0.1"
     assert first["ts"].endswith("Z") and isinstance(first["pid"], int)
+
+
+async def test_an_access_line_is_written_as_the_log_formatter_writes_any_line() -> None:
+    stream = io.StringIO()
+    lines = AccessLines(stream)
+    lines.add("GET", "/ü", 200, 0.001, "::1")
+    lines.flush()
+    line = stream.getvalue().rstrip("\n")
+    fields = json.loads(line)
+    record = logging.makeLogRecord({"name": LOGGER, "levelno": logging.INFO, "levelname": "INFO"})
+    record.__dict__.update(
+        {k: v for k, v in fields.items() if k not in ("ts", "level", "logger", "pid")}
+    )
+    record.msg = record.__dict__.pop("message")
+    record.created, record.msecs, record.process = time.time(), 0.0, fields["pid"]
+    formatted = JsonFormatter().format(record)
+    same_time = '{"ts":"' + fields["ts"] + formatted[formatted.index('","level"') :]
+    assert line == same_time
+
+
+def test_the_log_formatter_writes_what_orjson_refuses() -> None:
+    record = logging.makeLogRecord({"msg": "bad \udcff", "levelname": "INFO", "n": 2**70})
+    assert json.loads(JsonFormatter().format(record))["n"] == 2**70
 
 
 async def test_a_full_batch_is_written_at_once_and_flush_writes_the_rest() -> None:
