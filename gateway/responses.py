@@ -14,7 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway import headers as h
-from gateway.jobs import Job, rfc3339
+from gateway.jobs import Job, rfc3339, summary
 
 PROBLEM = "application/problem+json"
 JSON = "application/json; charset=utf-8"
@@ -72,6 +72,11 @@ def pending(job: Job, retry_after: float, extra: dict[str, str]) -> web.Response
         "attempts": job.attempts,
     }
     return _json(202, view, {**job_headers(job, retry_after), **extra})
+
+
+def view(job: Job) -> web.Response:
+    """The job described (its /status), whatever its state."""
+    return _json(200, summary(job), job_headers(job))
 
 
 def _json(status: int, view: Mapping[str, object], headers: dict[str, str]) -> web.Response:

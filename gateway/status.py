@@ -73,7 +73,7 @@ async def status_view(request: web.Request) -> web.StreamResponse:
         return _storage_down(rt)
     if job is None:
         return responses.not_found()
-    return web.json_response(jobs.summary(job), headers=responses.job_headers(job))
+    return responses.view(job)
 
 
 async def delete(request: web.Request) -> web.StreamResponse:
