@@ -104,7 +104,7 @@ def proxy(c: Context) -> None:
             f"proxy route p99 at {RATE}/s (vs nginx's)",
             c.pairs,
             lambda: wrk(ng + "/proxy/fast", c.seconds, PACED_CONNECTIONS, rate=RATE),
-            lambda: wrk(gw + "/proxy/fast", c.seconds, PACED_CONNECTIONS, rate=RATE),
+            lambda: wrk(gw + "/proxy/fast", c.seconds, PACED_CONNECTIONS, rate=RATE, pid=pid),
             key="p99_ms",
         )
 

@@ -152,11 +152,13 @@ def wrk(
     busy, total = (after - before for after, before in zip(machine_ticks(), machine, strict=True))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)\b", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     figures = {
         "rps": rps,
+        "p50_ms": float(p50.group(1)) * scale[p50.group(2)] if p50 else 0.0,
         "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else 0.0,
         "non_2xx": float(errors.group(1)) if errors else 0.0,
         "busy_cores": round(busy / total * (os.cpu_count() or 1), 2) if total else 0.0,
