@@ -7,6 +7,7 @@ the request may have reached the upstream; the caller decides what follows.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ async def exchange(
     body: Any,
 ) -> AsyncIterator[Reply]:
     """Send one request; yield the answer's head and its body as it arrives."""
-    timeout = aiohttp.ClientTimeout(total=upstream.timeout, sock_connect=upstream.connect_timeout)
+    timeout = _timeout(upstream.timeout, upstream.connect_timeout)
     try:
         async with session.request(
             method,
@@ -82,6 +83,12 @@ async def exchange(
         raise
     except (TimeoutError, aiohttp.ClientError, OSError) as e:
         raise UpstreamFailed(failure_of(e, upstream)) from e
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(total: float, connect: float) -> aiohttp.ClientTimeout:
+    """One ClientTimeout per upstream, not one per call (it is immutable)."""
+    return aiohttp.ClientTimeout(total=total, sock_connect=connect)
 
 
 async def _chunks(response: aiohttp.ClientResponse, upstream: Upstream) -> AsyncIterator[bytes]:
