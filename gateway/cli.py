@@ -46,6 +46,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    # The lines name no source file, function or thread: skip finding them for each record,
+    # as the logging HOWTO's "Optimization" section says (a quarter of a log call's cost).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
