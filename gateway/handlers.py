@@ -259,7 +259,10 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
         ) as reply:
             answer = reply.answer
             length = h.content_length(answer.headers)
-            # A body of known length leaves with its head; a stream's head leaves at once.
+            # A body of known length leaves with its head, so its first piece is read before
+            # anything is sent (an upstream that fails then still gets its client a 502); a
+            # stream's head leaves at once.
+            first = b"" if length is None else await anext(reply.body, b"")
             kind = web.StreamResponse if length is None else responses.Streamed
             response = kind(status=answer.status, reason=answer.reason or None)
             response.headers.clear()
@@ -267,6 +270,8 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
             if length is not None:
                 response.content_length = length
             await response.prepare(request)
+            if first:
+                await response.write(first)
             async for chunk in reply.body:
                 await response.write(chunk)
     except (UpstreamFailed, BodyTooLarge) as e:

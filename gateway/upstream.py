@@ -92,8 +92,15 @@ def _timeout(total: float, connect: float) -> aiohttp.ClientTimeout:
 
 
 async def _chunks(response: aiohttp.ClientResponse, upstream: Upstream) -> AsyncIterator[bytes]:
-    """The body in pieces of at most READ_SIZE, each read only when the last is consumed."""
+    """The body in pieces of at most READ_SIZE, each read only when the last is consumed; a
+    body declared no larger than that (most answers) in one read."""
     try:
+        length = response.content_length
+        if length is not None and length <= READ_SIZE:
+            whole = await response.content.read()
+            if whole:
+                yield whole
+            return
         async for chunk in response.content.iter_chunked(READ_SIZE):
             yield chunk
     except (TimeoutError, aiohttp.ClientError, OSError) as e:

@@ -14,7 +14,7 @@ BINARY = bytes(range(256)) * 64 + b"\x00\r\n\xff"
 GZIPPED = gzip.compress(b"compressed once by the upstream " * 100, mtime=0)
 
 
-_NAMES = frozenset({"binary", "status", "redirect", "gzip", "big", "reset", "flaky"})
+_NAMES = frozenset({"binary", "status", "redirect", "gzip", "big", "reset", "short", "flaky"})
 
 
 @dataclass
@@ -107,6 +107,16 @@ class FakeUpstream:
         assert request.transport is not None
         request.transport.abort()
         return web.Response()
+
+    async def _short(self, request: web.Request, *_: object) -> web.StreamResponse:
+        """Declares `declared` bytes, sends `sent`, and cuts the connection."""
+        response = web.StreamResponse()
+        response.content_length = int(request.query["declared"])
+        await response.prepare(request)
+        await response.write(b"x" * int(request.query["sent"]))
+        assert request.transport is not None
+        request.transport.abort()
+        return response
 
     async def _echo(self, request: web.Request, _: list[str], body: bytes) -> web.Response:
         echo = {

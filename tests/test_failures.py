@@ -53,6 +53,18 @@ async def test_post_reset_after_sending_fails_without_a_second_try(
     assert len(upstream.seen) == 1
 
 
+async def test_an_answer_cut_short_is_never_stored_as_the_answer(
+    gateway: Any, upstream: FakeUpstream
+) -> None:
+    location = (await gateway.post("/async/short?declared=100&sent=10", data=b"x")).headers[
+        "Location"
+    ]
+    done = await settled(gateway, location)
+    assert done.status == 502 and done.headers["X-Gateway-Job-Status"] == "failed"
+    assert (await done.json())["cause"] == "bad_answer"
+    assert len(upstream.seen) == 1
+
+
 async def test_get_reset_is_tried_again(gateway: Any, upstream: FakeUpstream) -> None:
     location = (await gateway.get("/async/reset")).headers["Location"]
     done = await settled(gateway, location)

@@ -6,6 +6,7 @@ import io
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.fakes import BINARY, FakeUpstream, header_values
@@ -104,3 +105,17 @@ async def test_streamed_body_under_max_body_passes_a_proxy_route(gateway: Any) -
 
 async def _one_chunk() -> Any:
     yield b"small"
+
+
+async def test_an_answer_cut_short_before_anything_was_sent_is_a_502(gateway: Any) -> None:
+    response = await gateway.get("/short?declared=100&sent=10")
+    assert response.status == 502
+    assert (await response.json())["detail"].startswith("the upstream's answer was not valid")
+
+
+async def test_an_answer_cut_short_midway_cuts_the_client_off_too(gateway: Any) -> None:
+    """Part of the body has gone out: only a cut connection tells the client."""
+    response = await gateway.get(f"/short?declared={3 * 1024 * 1024}&sent={1024 * 1024}")
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
