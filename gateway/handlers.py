@@ -196,7 +196,10 @@ async def answer(
     if job.status in jobs.PENDING:
         return responses.pending(job, rt.config.jobs.retry_after, extra)
     if job.status == Status.COMPLETED:
-        return await responses.replay(request, job, rt.store.body(job.id, Part.ANSWER), extra)
+        try:
+            return await responses.replay(request, job, rt.store.body(job.id, Part.ANSWER), extra)
+        except StorageError:  # raised only before anything was sent
+            return responses.storage_down(rt.config.jobs.retry_after)
     if job.status == Status.FAILED:
         return responses.failed(job, extra)
     return responses.problem(

@@ -14,6 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway import headers as h
+from gateway.errors import StorageError
 from gateway.jobs import Job, rfc3339, summary
 
 PROBLEM = "application/problem+json"
@@ -111,6 +112,15 @@ class Streamed(web.StreamResponse):
     _send_headers_immediately = False
 
 
+def storage_down(retry_after: float) -> web.Response:
+    return unavailable(
+        "Storage Unavailable",
+        "storage cannot be read right now",
+        retry_after,
+        {"Cache-Control": NO_STORE},
+    )
+
+
 def not_found(detail: str = "no such job, or it has expired") -> web.Response:
     return problem(404, "Not Found", detail, headers={"Cache-Control": NO_STORE})
 
@@ -135,10 +145,19 @@ async def replay(
     has_body = _has_body(answer.status) and job.method != "HEAD"
     if has_body:
         response.content_length = answer.size
+    sends = has_body and request.method != "HEAD"
+    # The first piece is read before the head leaves: if storage fails then, the caller can
+    # still answer 503; once bytes are out, only a cut connection tells the client.
+    first = await anext(body, b"") if sends else b""
     await response.prepare(request)
-    if has_body and request.method != "HEAD":
-        async for chunk in body:
-            await response.write(chunk)
+    if first:
+        await response.write(first)
+    if sends:
+        try:
+            async for chunk in body:
+                await response.write(chunk)
+        except StorageError as e:
+            raise ConnectionResetError("storage failed mid-replay") from e
     await response.write_eof()
     return response
 

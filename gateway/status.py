@@ -43,7 +43,7 @@ async def status(request: web.Request) -> web.StreamResponse:
         else:
             job = await _bound(request, rt, raw)
     except StorageError:
-        return _storage_down(rt)
+        return responses.storage_down(rt.config.jobs.retry_after)
     if job is None:
         return responses.not_found()
     return await answer(request, rt, job, extra)
@@ -70,7 +70,7 @@ async def status_view(request: web.Request) -> web.StreamResponse:
     try:
         job = await _bound(request, rt, h.decode(request.raw_headers))
     except StorageError:
-        return _storage_down(rt)
+        return responses.storage_down(rt.config.jobs.retry_after)
     if job is None:
         return responses.not_found()
     return responses.view(job)
@@ -92,7 +92,7 @@ async def delete(request: web.Request) -> web.StreamResponse:
         else:
             done = await rt.store.forget(job.id)
     except StorageError:
-        return _storage_down(rt)
+        return responses.storage_down(rt.config.jobs.retry_after)
     if not done:  # it ended or vanished meanwhile: say what it is now
         return responses.problem(
             409,
@@ -101,12 +101,3 @@ async def delete(request: web.Request) -> web.StreamResponse:
             headers={"Cache-Control": responses.NO_STORE},
         )
     return web.Response(status=204, headers={"Cache-Control": responses.NO_STORE})
-
-
-def _storage_down(rt: Runtime) -> web.Response:
-    return responses.unavailable(
-        "Storage Unavailable",
-        "storage cannot be read right now",
-        rt.config.jobs.retry_after,
-        {"Cache-Control": responses.NO_STORE},
-    )

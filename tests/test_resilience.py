@@ -169,3 +169,24 @@ async def test_storage_fault_gives_503_never_202_and_recovers(
         gateway.kill()
     assert all(b"during" not in s.path_qs.encode() for s in upstream.seen)
     assert os.path.exists(tmp_path / "gateway.db")
+
+
+async def test_a_stored_answer_that_cannot_be_read_is_a_503_not_a_500(
+    gateway: Any, tmp_path: Path
+) -> None:
+    location = (await gateway.get("/async/binary")).headers["Location"]
+    path = "/" + location.split("/", 3)[3]
+    await wait_for(lambda: _completed(tmp_path / "gateway.db"))
+    with sqlite3.connect(tmp_path / "gateway.db") as db:  # a real fault: the bodies are gone
+        db.execute("DROP TABLE bodies")
+    response = await gateway.get(path)
+    assert response.status == 503
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert int(response.headers["Retry-After"]) >= 1
+    head = await gateway.head(path)  # a HEAD reads no body: the head is still there
+    assert head.status == 201
+
+
+def _completed(db_path: Path) -> bool:
+    with sqlite3.connect(db_path) as db:
+        return db.execute("SELECT 1 FROM jobs WHERE status = 'completed'").fetchone() is not None
