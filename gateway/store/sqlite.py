@@ -25,7 +25,7 @@ from gateway.jobs import (
     as_queued,
     fingerprint,
 )
-from gateway.store import Part
+from gateway.store import Part, schema
 from gateway.store import statements as sql
 from gateway.store.reader import Reader
 from gateway.store.writer import OnCommit, Writer
@@ -34,15 +34,14 @@ BUSY_TIMEOUT_MS = 5000
 NO_CAP = 2**62  # a claim's cap when the caller sets none
 
 
-def _connect(path: str, schema: bool) -> sqlite3.Connection:
+def _connect(path: str) -> sqlite3.Connection:
+    """The writer's connection: WAL, `synchronous=FULL`, and the schema brought up to date."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA journal_size_limit = 67108864")
-    if schema:
-        conn.executescript(sql.SCHEMA)
-        sql.lanes_schema(conn)
+    schema.create(conn)
     return conn
 
 
@@ -50,7 +49,7 @@ class SQLiteStore:
     def __init__(self, path: str, on_commit: OnCommit | None = None) -> None:
         self.path = path
         self._writer = Writer(
-            lambda: _connect(path, schema=True), on_commit, path + "-writer", BUSY_TIMEOUT_MS / 1000
+            lambda: _connect(path), on_commit, path + "-writer", BUSY_TIMEOUT_MS / 1000
         )
         self._reader = Reader(path, BUSY_TIMEOUT_MS / 1000)
 
@@ -127,12 +126,7 @@ class SQLiteStore:
 
     async def due_callback(self, now: float, lease_until: float) -> Callback | None:
         row = await self._writer.run(
-            lambda c: c.execute(
-                "UPDATE callbacks SET next_at = ?, attempts = attempts + 1 WHERE webhook_id ="
-                " (SELECT webhook_id FROM callbacks WHERE next_at <= ? ORDER BY next_at LIMIT 1)"
-                " RETURNING webhook_id, job_id, url, attempts",
-                (lease_until, now),
-            ).fetchone()
+            lambda c: c.execute(sql.DUE_CALLBACK, (lease_until, now)).fetchone()
         )
         return Callback(*row) if row else None
 
@@ -142,11 +136,7 @@ class SQLiteStore:
         )
 
     async def callback_later(self, webhook_id: str, next_at: float) -> None:
-        await self._writer.run(
-            lambda c: c.execute(
-                "UPDATE callbacks SET next_at = ? WHERE webhook_id = ?", (next_at, webhook_id)
-            )
-        )
+        await self._writer.run(lambda c: c.execute(sql.CALLBACK_LATER, (next_at, webhook_id)))
 
     async def queued_by_upstream(self) -> dict[str, int]:
         rows = await self._reader.all(sql.QUEUED_BY_UPSTREAM, ())
@@ -156,9 +146,7 @@ class SQLiteStore:
         return min(at_most, int((await self._reader.one(sql.QUEUED, ()))[0]))
 
     async def running(self) -> list[Job]:
-        rows = await self._reader.all(
-            f"SELECT {sql.COLUMNS} FROM jobs WHERE status = 'running'", ()
-        )
+        rows = await self._reader.all(sql.RUNNING, ())
         return [sql.job_of(r) for r in rows]
 
     # -- transitions, each a compare-and-set --------------------------------------
@@ -232,11 +220,7 @@ class SQLiteStore:
         )
 
     async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
-        return await self._swap(
-            "UPDATE jobs SET status = 'queued', owner = NULL, lease_until = NULL,"
-            " not_before = ? WHERE id = ? AND status = 'running' AND owner = ?",
-            (not_before, job_id, owner),
-        )
+        return await self._swap(sql.REQUEUE, (not_before, job_id, owner))
 
     async def _swap(self, update: str, args: tuple[Any, ...]) -> bool:
         """One compare-and-set UPDATE: whether it found its row still as expected."""
@@ -244,15 +228,7 @@ class SQLiteStore:
 
     async def cancel(self, job_id: str, now: float, expires_at: float) -> bool:
         def op(c: sqlite3.Connection) -> bool:
-            done = (
-                c.execute(
-                    "UPDATE jobs SET status = 'canceled', finished_at = ?, expires_at = ?,"
-                    " owner = NULL, lease_until = NULL, request_headers = NULL"
-                    " WHERE id = ? AND status IN ('queued', 'running')",
-                    (now, expires_at, job_id),
-                ).rowcount
-                == 1
-            )
+            done = c.execute(sql.CANCEL, (now, expires_at, job_id)).rowcount == 1
             if done:
                 c.execute("DELETE FROM bodies WHERE job_id = ?", (job_id,))
                 sql.owe_callback(c, job_id, now)
@@ -271,20 +247,10 @@ class SQLiteStore:
         return await self._writer.run(op)
 
     async def retry(self, job_id: str) -> bool:
-        return await self._swap(
-            "UPDATE jobs SET status = 'queued', attempts = 0, failure = NULL,"
-            " finished_at = NULL, expires_at = NULL, not_before = 0"
-            " WHERE id = ? AND status = 'failed'",
-            (job_id,),
-        )
+        return await self._swap(sql.RETRY, (job_id,))
 
     async def list_jobs(self, status: str | None, route: str | None, limit: int) -> list[Job]:
-        rows = await self._reader.all(
-            f"SELECT {sql.COLUMNS} FROM jobs WHERE status != 'receiving'"
-            " AND (? IS NULL OR status = ?) AND (? IS NULL OR route = ?)"
-            " ORDER BY seq DESC LIMIT ?",
-            (status, status, route, route, limit),
-        )
+        rows = await self._reader.all(sql.LIST, (status, status, route, route, limit))
         return [sql.job_of(r) for r in rows]
 
     async def purge_finished(self, before: float) -> int:
@@ -296,20 +262,13 @@ class SQLiteStore:
 
     async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:
         def op(c: sqlite3.Connection) -> None:
-            c.executemany(
-                "UPDATE jobs SET lease_until = ? WHERE id = ? AND owner = ? AND status = 'running'",
-                [(lease_until, job_id, owner) for job_id in job_ids],
-            )
+            c.executemany(sql.RENEW, [(lease_until, job_id, owner) for job_id in job_ids])
 
         if job_ids:
             await self._writer.run(op)
 
     async def steal(self, job: Job, owner: str, lease_until: float) -> bool:
-        return await self._swap(
-            "UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND status = 'running'"
-            " AND owner = ? AND lease_until = ?",
-            (owner, lease_until, job.id, job.owner, job.lease_until),
-        )
+        return await self._swap(sql.STEAL, (owner, lease_until, job.id, job.owner, job.lease_until))
 
     async def purge(self, now: float, stale_before: float) -> int:
         return await self._writer.run(

@@ -1,4 +1,4 @@
-"""SQL for the SQLite store: the schema, row mapping, and the operations the writer runs.
+"""SQL for the SQLite store: queries, row mapping, and the operations the writer runs.
 
 Each operation is a plain function of a sqlite3 connection, run inside the writer's transaction;
 nothing here awaits or opens connections.
@@ -17,106 +17,8 @@ from gateway.errors import IdempotencyConflict
 from gateway.jobs import Answer, Failure, Job, NewJob, Status, new_webhook_id
 from gateway.store import Part
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    route TEXT NOT NULL,
-    upstream TEXT NOT NULL,
-    status TEXT NOT NULL,
-    method TEXT NOT NULL,
-    target TEXT NOT NULL,
-    request_headers TEXT,
-    request_size INTEGER NOT NULL DEFAULT 0,
-    retry_on_interrupt INTEGER NOT NULL,
-    binding TEXT NOT NULL DEFAULT '',
-    callback TEXT,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before REAL NOT NULL DEFAULT 0,
-    owner TEXT,
-    lease_until REAL,
-    expires_at REAL,
-    answer TEXT,
-    failure TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (upstream, seq) WHERE status = 'queued';
-CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_until) WHERE status = 'running';
-CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_receiving ON jobs (created_at) WHERE status = 'receiving';
-CREATE TABLE IF NOT EXISTS bodies (
-    job_id TEXT NOT NULL,
-    part INTEGER NOT NULL,
-    n INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (job_id, part, n)
-);
-CREATE TABLE IF NOT EXISTS idempotency (
-    key TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    fingerprint TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idempotency_job ON idempotency (job_id);
-CREATE TABLE IF NOT EXISTS callbacks (
-    webhook_id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    url TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS callbacks_due ON callbacks (next_at);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-# How many jobs of each upstream wait and run, kept by triggers in every transaction that moves
-# a job in or out of those states, whatever code path makes it: `max_queued`, the queue gauge
-# and the claim's cap on `max_in_flight` across processes read one row instead of counting.
-# Created, and filled from the jobs already there, in one transaction (`lanes_schema`).
-LANES_TABLE = (
-    "CREATE TABLE lanes (upstream TEXT PRIMARY KEY, queued INTEGER NOT NULL,"
-    " running INTEGER NOT NULL) WITHOUT ROWID"
-)
-LANES_FILL = (
-    "INSERT INTO lanes SELECT upstream, sum(status = 'queued'), sum(status = 'running')"
-    " FROM jobs WHERE status IN ('queued', 'running') GROUP BY upstream"
-)
-_LANES_ADD = (
-    " ON CONFLICT (upstream) DO UPDATE SET queued = queued + excluded.queued,"
-    " running = running + excluded.running; END"
-)
-LANES_TRIGGERS = (
-    "CREATE TRIGGER lanes_insert AFTER INSERT ON jobs"
-    " WHEN NEW.status IN ('queued', 'running') BEGIN"
-    " INSERT INTO lanes VALUES (NEW.upstream, NEW.status = 'queued', NEW.status = 'running')"
-    + _LANES_ADD,
-    "CREATE TRIGGER lanes_update AFTER UPDATE OF status ON jobs WHEN OLD.status != NEW.status"
-    " AND (OLD.status IN ('queued', 'running') OR NEW.status IN ('queued', 'running')) BEGIN"
-    " INSERT INTO lanes VALUES (NEW.upstream, (NEW.status = 'queued') - (OLD.status = 'queued'),"
-    " (NEW.status = 'running') - (OLD.status = 'running'))" + _LANES_ADD,
-    "CREATE TRIGGER lanes_delete AFTER DELETE ON jobs"
-    " WHEN OLD.status IN ('queued', 'running') BEGIN"
-    " UPDATE lanes SET queued = queued - (OLD.status = 'queued'),"
-    " running = running - (OLD.status = 'running') WHERE upstream = OLD.upstream; END",
-)
 QUEUED = "SELECT coalesce(sum(queued), 0) FROM lanes"
 QUEUED_BY_UPSTREAM = "SELECT upstream, queued FROM lanes WHERE queued > 0"
-
-
-def lanes_schema(c: sqlite3.Connection) -> None:
-    """The lanes table and its triggers, if missing; in a transaction of its own, so a count
-    taken before the triggers exist cannot miss a job another process queues or claims."""
-    c.execute("BEGIN IMMEDIATE")
-    try:
-        if not c.execute("SELECT 1 FROM sqlite_master WHERE name = 'lanes'").fetchone():
-            c.execute(LANES_TABLE)
-            c.execute(LANES_FILL)
-            for trigger in LANES_TRIGGERS:
-                c.execute(trigger)
-        c.execute("COMMIT")
-    except BaseException:
-        c.execute("ROLLBACK")
-        raise
 
 
 # The jobs columns read back, named and ordered as the Job's fields.
@@ -146,6 +48,36 @@ CLAIM = (
     "(SELECT running FROM lanes WHERE upstream = ?), 0)))) AND status = 'queued'"
     f" RETURNING {COLUMNS}"
 )
+RUNNING = f"SELECT {COLUMNS} FROM jobs WHERE status = 'running'"
+LIST = (
+    f"SELECT {COLUMNS} FROM jobs WHERE status != 'receiving'"
+    " AND (? IS NULL OR status = ?) AND (? IS NULL OR route = ?) ORDER BY seq DESC LIMIT ?"
+)
+# Transitions: each a compare-and-set on the state it expects.
+REQUEUE = (
+    "UPDATE jobs SET status = 'queued', owner = NULL, lease_until = NULL,"
+    " not_before = ? WHERE id = ? AND status = 'running' AND owner = ?"
+)
+CANCEL = (
+    "UPDATE jobs SET status = 'canceled', finished_at = ?, expires_at = ?, owner = NULL,"
+    " lease_until = NULL, request_headers = NULL WHERE id = ? AND status IN ('queued', 'running')"
+)
+RETRY = (
+    "UPDATE jobs SET status = 'queued', attempts = 0, failure = NULL, finished_at = NULL,"
+    " expires_at = NULL, not_before = 0 WHERE id = ? AND status = 'failed'"
+)
+RENEW = "UPDATE jobs SET lease_until = ? WHERE id = ? AND owner = ? AND status = 'running'"
+STEAL = (
+    "UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND status = 'running'"
+    " AND owner = ? AND lease_until = ?"
+)
+# The oldest due callback, leased until a time so that one process delivers it at a time.
+DUE_CALLBACK = (
+    "UPDATE callbacks SET next_at = ?, attempts = attempts + 1 WHERE webhook_id ="
+    " (SELECT webhook_id FROM callbacks WHERE next_at <= ? ORDER BY next_at LIMIT 1)"
+    " RETURNING webhook_id, job_id, url, attempts"
+)
+CALLBACK_LATER = "UPDATE callbacks SET next_at = ? WHERE webhook_id = ?"
 # A batch of finished jobs that ended before a time (`jobs purge --older-than`).
 FINISHED_BEFORE = (
     "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'canceled')"
