@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmarks.rows import PACED_CONNECTIONS, RATE, Context, pid_listening, rss_kib
 from benchmarks.run import POST_1KB, gateway, interleave, post, wrk
 from gateway.jobs import new_id
-from gateway.store.statements import SCHEMA
+from gateway.store import schema
 
 ANSWER = json.dumps([200, "OK", [["Content-Type", "application/json"]], 12])
 WAITERS = 10_000
@@ -48,7 +48,7 @@ def fill(db: Path, count: int) -> None:
     now = time.time()
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.executescript(SCHEMA)
+    schema.create(conn)
     conn.execute("BEGIN")
     ids = [new_id(now - 86_400 + i * 86_400 / count) for i in range(count)]  # over a day
     conn.executemany(
