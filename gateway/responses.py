@@ -9,10 +9,10 @@ import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway import encoding
 from gateway import headers as h
 from gateway.errors import StorageError
 from gateway.jobs import Job, rfc3339, summary
@@ -28,7 +28,7 @@ def problem(
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return web.Response(
         status=status,
-        body=orjson.dumps(body),
+        body=encoding.dumps(body),
         content_type=PROBLEM,
         headers=headers,
     )
@@ -82,7 +82,7 @@ def view(job: Job) -> web.Response:
 
 def _json(status: int, view: Mapping[str, object], headers: dict[str, str]) -> web.Response:
     headers["Content-Type"] = JSON
-    return web.Response(status=status, body=orjson.dumps(view), headers=headers)
+    return web.Response(status=status, body=encoding.dumps(view), headers=headers)
 
 
 def failed(job: Job, extra: dict[str, str]) -> web.Response:

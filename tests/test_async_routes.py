@@ -252,3 +252,27 @@ async def test_completed_job_forgets_its_stored_request(gateway_for: Any, make_c
         parts = db.execute("SELECT part FROM bodies WHERE job_id = ?", (job_id,)).fetchall()
     assert headers == (None,)
     assert parts == [(1,)]
+
+
+async def test_a_reason_phrase_that_is_not_utf8_is_stored_and_replayed(
+    gateway_for: Any, make_config: Any
+) -> None:
+    """aiohttp reads such bytes as lone surrogates; the job still completes and replays."""
+
+    async def raw(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 Caf\xe9 \xff\r\nContent-Length: 2\r\nX-Raw: \xff\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(raw, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        client = await gateway_for(make_config(url=f"http://127.0.0.1:{port}"))
+        location = (await client.get("/async/raw")).headers["Location"]
+        done = await settled(client, location)
+        assert done.headers["X-Gateway-Job-Status"] == "completed"
+        assert done.status == 200 and await done.read() == b"ok"
+        assert done.raw_headers[0] == (b"Content-Length", b"2")
+    finally:
+        server.close()

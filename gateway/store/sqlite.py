@@ -12,8 +12,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Collection
 from typing import Any
 
-import orjson
-
+from gateway import encoding
 from gateway.errors import StorageError
 from gateway.jobs import (
     Answer,
@@ -198,7 +197,7 @@ class SQLiteStore:
         except BaseException:
             await self._writer.run(sql.drop_part(job_id, Part.ANSWER))
             raise
-        head = orjson.dumps([answer.status, answer.reason, answer.headers, size]).decode()
+        head = encoding.dumps_text([answer.status, answer.reason, answer.headers, size])
 
         def op(c: sqlite3.Connection) -> bool:
             if n:
@@ -214,7 +213,7 @@ class SQLiteStore:
     async def fail(
         self, job_id: str, owner: str, failure: Failure, now: float, expires_at: float
     ) -> bool:
-        cause = orjson.dumps([failure.kind, failure.detail, failure.sent]).decode()
+        cause = encoding.dumps_text([failure.kind, failure.detail, failure.sent])
         return await self._writer.run(
             lambda c: sql.finish(c, job_id, owner, "failed", now, expires_at, failure=cause)
         )

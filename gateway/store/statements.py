@@ -11,8 +11,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
+from gateway import encoding
 from gateway.errors import IdempotencyConflict
 from gateway.jobs import Answer, Failure, Job, NewJob, Status, new_webhook_id
 from gateway.store import Part
@@ -103,7 +102,7 @@ def insert(c: sqlite3.Connection, job: NewJob, status: Status, first: bytes) -> 
             str(status),
             job.method,
             job.target,
-            orjson.dumps(job.headers).decode(),
+            encoding.dumps_text(job.headers),
             len(first),
             int(job.retry_on_interrupt),
             job.binding,
@@ -212,10 +211,10 @@ def job_of(row: Any) -> Job:
     fields = list(row)
     headers, answer, failure = fields[_HEADERS], fields[_ANSWER], fields[_FAILURE]
     fields[_STATUS] = Status(fields[_STATUS])
-    fields[_HEADERS] = _headers(orjson.loads(headers)) if headers else None
+    fields[_HEADERS] = _headers(encoding.loads(headers)) if headers else None
     fields[_RETRY] = bool(fields[_RETRY])
-    fields[_ANSWER] = _answer(orjson.loads(answer)) if answer else None
-    fields[_FAILURE] = Failure(*orjson.loads(failure)) if failure else None
+    fields[_ANSWER] = _answer(encoding.loads(answer)) if answer else None
+    fields[_FAILURE] = Failure(*encoding.loads(failure)) if failure else None
     return Job(*fields)
 
 
