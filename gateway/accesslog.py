@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway import encoding
+from gateway.jobs import utc_second
 
 FLUSH_S = 0.05
 MAX_LINES = 1024
@@ -37,21 +38,17 @@ class AccessLines:
         self._stream = stream
         self._lines: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._head = ""  # everything before the line's timestamp's milliseconds
-        self._second = -1
         self._tail = f'Z","level":"info","logger":"{LOGGER}","pid":{os.getpid()},'
 
     def add(self, method: str, path: str, status: int, duration_s: float, remote: str) -> None:
         now = time.time()
         second = int(now)
-        if second != self._second:
-            self._second = second
-            self._head = '{"ts":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        quoted = encoding.dumps_text
         self._lines.append(
-            f"{self._head}.{int((now - second) * 1000):03d}{self._tail}"
-            f'"message":"request","event":"access","method":{_quoted(method)},'
-            f'"path":{_quoted(path)},"status":{status},'
-            f'"duration_ms":{round(duration_s * 1000, 2)},"remote":{_quoted(remote)}}}'
+            f'{{"ts":"{utc_second(second)}.{int((now - second) * 1000):03d}{self._tail}'
+            f'"message":"request","event":"access","method":{quoted(method)},'
+            f'"path":{quoted(path)},"status":{status},'
+            f'"duration_ms":{round(duration_s * 1000, 2)},"remote":{quoted(remote)}}}'
         )
         if len(self._lines) >= MAX_LINES:
             self.flush()
@@ -72,10 +69,6 @@ class AccessLines:
                 self._stream.flush()
         except (OSError, ValueError):  # a full disk or a closed pipe costs log lines, not requests
             pass
-
-
-def _quoted(text: str) -> str:
-    return encoding.dumps_text(text)
 
 
 def whole_runs(lines: list[str], limit: int = select.PIPE_BUF) -> list[str]:

@@ -10,13 +10,13 @@ import argparse
 import asyncio
 import logging
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from gateway import admin, encoding
 from gateway import config as configuration
 from gateway.errors import ConfigError, GatewayError
+from gateway.jobs import utc_second
 
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -26,8 +26,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": f"{utc_second(int(record.created))}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,

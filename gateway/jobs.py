@@ -219,11 +219,13 @@ def rfc3339(when: float | None) -> str | None:
     micro = round((when - second) * 1e6)
     if micro == 1_000_000:
         second, micro = second + 1, 0
-    return f"{_second(second)}.{micro // 1000:03d}Z"
+    return f"{utc_second(second)}.{micro // 1000:03d}Z"
 
 
 @functools.lru_cache(maxsize=256)
-def _second(second: int) -> str:
+def utc_second(second: int) -> str:
+    """A whole second since the epoch as RFC 3339's date and time of day, UTC; kept for the
+    seconds just used, which the times written next mostly share (job views, log lines)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
