@@ -70,14 +70,9 @@ class SQLiteStore:
     async def key(self) -> bytes:
         """A random key kept in the store, shared by every process that uses it."""
 
-        def op(c: sqlite3.Connection) -> str:
-            c.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('binding_key', ?)", (secrets.token_hex(32),)
-            )
-            row = c.execute("SELECT value FROM meta WHERE key = 'binding_key'").fetchone()
-            return str(row[0])
-
-        return bytes.fromhex(await self._writer.run(op))
+        return bytes.fromhex(
+            await self._writer.run(sql.call(sql.binding_key, secrets.token_hex(32)))
+        )
 
     # -- accepting ---------------------------------------------------------------
 
@@ -87,18 +82,18 @@ class SQLiteStore:
         digest.update(first)
         second = await anext(body, None)
         if second is None:  # the common case: the whole request in one transaction
-            kept = await self._writer.run(lambda c: sql.enqueue(c, job, digest.hexdigest(), first))
+            kept = await self._writer.run(sql.call(sql.enqueue, job, digest.hexdigest(), first))
             return as_queued(job, len(first)) if kept == job.id else await self._job(kept)
-        await self._writer.run(lambda c: sql.insert(c, job, Status.RECEIVING, first))
+        await self._writer.run(sql.call(sql.insert, job, Status.RECEIVING, first))
         try:
             size, n = len(first), 1
             async for chunk in _chain(second, body):
                 digest.update(chunk)
-                await self._writer.run(sql.put_chunk(job.id, Part.REQUEST, n, chunk))
+                await self._writer.run(sql.call(sql.put_chunk, job.id, Part.REQUEST, n, chunk))
                 size, n = size + len(chunk), n + 1
-            kept = await self._writer.run(lambda c: sql.enqueue(c, job, digest.hexdigest(), size))
+            kept = await self._writer.run(sql.call(sql.enqueue, job, digest.hexdigest(), size))
         except BaseException:
-            await self._writer.run(lambda c: sql.delete(c, job.id))
+            await self._writer.run(sql.call(sql.delete, job.id))
             raise
         return as_queued(job, size) if kept == job.id else await self._job(kept)
 
@@ -124,18 +119,14 @@ class SQLiteStore:
             n, more = n + 1, bool(row[1])
 
     async def due_callback(self, now: float, lease_until: float) -> Callback | None:
-        row = await self._writer.run(
-            lambda c: c.execute(sql.DUE_CALLBACK, (lease_until, now)).fetchone()
-        )
+        row = await self._writer.run(sql.call(sql.fetch_one, sql.DUE_CALLBACK, (lease_until, now)))
         return Callback(*row) if row else None
 
     async def callback_done(self, webhook_id: str) -> None:
-        await self._writer.run(
-            lambda c: c.execute("DELETE FROM callbacks WHERE webhook_id = ?", (webhook_id,))
-        )
+        await self._writer.run(sql.call(sql.execute, sql.CALLBACK_DONE, (webhook_id,)))
 
     async def callback_later(self, webhook_id: str, next_at: float) -> None:
-        await self._writer.run(lambda c: c.execute(sql.CALLBACK_LATER, (next_at, webhook_id)))
+        await self._writer.run(sql.call(sql.execute, sql.CALLBACK_LATER, (next_at, webhook_id)))
 
     async def queued_by_upstream(self) -> dict[str, int]:
         rows = await self._reader.all(sql.QUEUED_BY_UPSTREAM, ())
@@ -165,16 +156,7 @@ class SQLiteStore:
     ) -> list[Job]:
         most = NO_CAP if cap is None else cap
         args = (owner, lease_until, now, upstream, now, limit, most, upstream)
-
-        def op(c: sqlite3.Connection) -> list[Any]:
-            rows = c.execute(sql.CLAIM, args).fetchall()
-            c.executemany(
-                "DELETE FROM bodies WHERE job_id = ? AND part = ?",
-                [(row[0], Part.ANSWER) for row in rows],
-            )
-            return list(rows)
-
-        taken = [sql.job_of(row) for row in await self._writer.run(op)]
+        taken = [sql.job_of(row) for row in await self._writer.run(sql.call(sql.claim, args))]
         return sorted(taken, key=lambda job: (job.created_at, job.id))
 
     async def complete(
@@ -192,30 +174,29 @@ class SQLiteStore:
             # the only one) goes in the same transaction as the completion.
             async for chunk in body:
                 if n:
-                    await self._writer.run(sql.put_chunk(job_id, Part.ANSWER, n - 1, last))
+                    await self._writer.run(
+                        sql.call(sql.put_chunk, job_id, Part.ANSWER, n - 1, last)
+                    )
                 size, n, last = size + len(chunk), n + 1, chunk
         except BaseException:
-            await self._writer.run(sql.drop_part(job_id, Part.ANSWER))
+            await self._writer.run(sql.call(sql.drop_part, job_id, Part.ANSWER))
             raise
         head = encoding.dumps_text([answer.status, answer.reason, answer.headers, size])
-
-        def op(c: sqlite3.Connection) -> bool:
-            if n:
-                sql.put_chunk(job_id, Part.ANSWER, n - 1, last)(c)
-            done = sql.finish(c, job_id, owner, "completed", now, expires_at, answer=head)
-            if done:
-                c.execute("UPDATE jobs SET request_headers = NULL WHERE id = ?", (job_id,))
-            sql.drop_part(job_id, Part.REQUEST if done else Part.ANSWER)(c)
-            return done
-
-        return await self._writer.run(op)
+        piece = (n - 1, last) if n else None
+        return bool(
+            await self._writer.run(
+                sql.call(sql.complete, job_id, owner, piece, head, now, expires_at)
+            )
+        )
 
     async def fail(
         self, job_id: str, owner: str, failure: Failure, now: float, expires_at: float
     ) -> bool:
         cause = encoding.dumps_text([failure.kind, failure.detail, failure.sent])
-        return await self._writer.run(
-            lambda c: sql.finish(c, job_id, owner, "failed", now, expires_at, failure=cause)
+        return bool(
+            await self._writer.run(
+                sql.call(sql.finish, job_id, owner, "failed", now, expires_at, None, cause)
+            )
         )
 
     async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
@@ -223,27 +204,13 @@ class SQLiteStore:
 
     async def _swap(self, update: str, args: tuple[Any, ...]) -> bool:
         """One compare-and-set UPDATE: whether it found its row still as expected."""
-        return bool(await self._writer.run(lambda c: c.execute(update, args).rowcount == 1))
+        return bool(await self._writer.run(sql.call(sql.swapped, update, args)))
 
     async def cancel(self, job_id: str, now: float, expires_at: float) -> bool:
-        def op(c: sqlite3.Connection) -> bool:
-            done = c.execute(sql.CANCEL, (now, expires_at, job_id)).rowcount == 1
-            if done:
-                c.execute("DELETE FROM bodies WHERE job_id = ?", (job_id,))
-                sql.owe_callback(c, job_id, now)
-            return done
-
-        return await self._writer.run(op)
+        return bool(await self._writer.run(sql.call(sql.cancel, job_id, now, expires_at)))
 
     async def forget(self, job_id: str) -> bool:
-        def op(c: sqlite3.Connection) -> bool:
-            row = c.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None or row[0] not in ("completed", "failed", "canceled"):
-                return False
-            sql.delete(c, job_id)
-            return True
-
-        return await self._writer.run(op)
+        return bool(await self._writer.run(sql.call(sql.forget, job_id)))
 
     async def retry(self, job_id: str) -> bool:
         return await self._swap(sql.RETRY, (job_id,))
@@ -254,24 +221,21 @@ class SQLiteStore:
 
     async def purge_finished(self, before: float) -> int:
         total = 0
-        batch = (sql.FINISHED_BEFORE, (before,))
-        while (deleted := await self._writer.run(lambda c: sql.delete_found(c, *batch))) > 0:
+        batch = sql.call(sql.delete_found, sql.FINISHED_BEFORE, (before,))
+        while (deleted := await self._writer.run(batch)) > 0:
             total += deleted
         return total
 
     async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:
-        def op(c: sqlite3.Connection) -> None:
-            c.executemany(sql.RENEW, [(lease_until, job_id, owner) for job_id in job_ids])
-
         if job_ids:
-            await self._writer.run(op)
+            await self._writer.run(sql.call(sql.renew, owner, list(job_ids), lease_until))
 
     async def steal(self, job: Job, owner: str, lease_until: float) -> bool:
         return await self._swap(sql.STEAL, (owner, lease_until, job.id, job.owner, job.lease_until))
 
     async def purge(self, now: float, stale_before: float) -> int:
-        return await self._writer.run(
-            lambda c: sql.delete_found(c, sql.EXPIRED, (now, stale_before))
+        return int(
+            await self._writer.run(sql.call(sql.delete_found, sql.EXPIRED, (now, stale_before)))
         )
 
 

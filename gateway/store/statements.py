@@ -1,7 +1,9 @@
 """SQL for the SQLite store: queries, row mapping, and the operations the writer runs.
 
-Each operation is a plain function of a sqlite3 connection, run inside the writer's transaction;
-nothing here awaits or opens connections.
+Each operation is a plain module-level function whose first argument is a sqlite3 connection,
+run inside the writer's transaction; nothing here awaits or opens connections. The store hands
+them to the writer as `Call`s, which are data: with `server.workers` they travel to the one
+process that writes for all workers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,22 @@ from gateway import encoding
 from gateway.errors import IdempotencyConflict
 from gateway.jobs import Answer, Failure, Job, NewJob, Status, new_webhook_id
 from gateway.store import Part
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Call:
+    """`fn(connection, *args)`: an operation as data, picklable by reference to `fn`."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+    def __call__(self, c: sqlite3.Connection) -> Any:
+        return self.fn(c, *self.args)
+
+
+def call(fn: Callable[..., Any], *args: Any) -> Call:
+    return Call(fn, args)
+
 
 QUEUED = "SELECT coalesce(sum(queued), 0) FROM lanes"
 QUEUED_BY_UPSTREAM = "SELECT upstream, queued FROM lanes WHERE queued > 0"
@@ -76,6 +94,7 @@ DUE_CALLBACK = (
     " (SELECT webhook_id FROM callbacks WHERE next_at <= ? ORDER BY next_at LIMIT 1)"
     " RETURNING webhook_id, job_id, url, attempts"
 )
+CALLBACK_DONE = "DELETE FROM callbacks WHERE webhook_id = ?"
 CALLBACK_LATER = "UPDATE callbacks SET next_at = ? WHERE webhook_id = ?"
 # A batch of finished jobs that ended before a time (`jobs purge --older-than`).
 FINISHED_BEFORE = (
@@ -147,18 +166,80 @@ def enqueue(c: sqlite3.Connection, job: NewJob, digest: str, body: bytes | int) 
     return job.id
 
 
-def put_chunk(job_id: str, part: Part, n: int, data: bytes) -> Callable[[sqlite3.Connection], None]:
-    def op(c: sqlite3.Connection) -> None:
-        c.execute("INSERT OR REPLACE INTO bodies VALUES (?, ?, ?, ?)", (job_id, part, n, data))
-
-    return op
+def put_chunk(c: sqlite3.Connection, job_id: str, part: Part, n: int, data: bytes) -> None:
+    c.execute("INSERT OR REPLACE INTO bodies VALUES (?, ?, ?, ?)", (job_id, part, n, data))
 
 
-def drop_part(job_id: str, part: Part) -> Callable[[sqlite3.Connection], None]:
-    def op(c: sqlite3.Connection) -> None:
-        c.execute("DELETE FROM bodies WHERE job_id = ? AND part = ?", (job_id, part))
+def drop_part(c: sqlite3.Connection, job_id: str, part: Part) -> None:
+    c.execute("DELETE FROM bodies WHERE job_id = ? AND part = ?", (job_id, part))
 
-    return op
+
+def fetch_one(c: sqlite3.Connection, query: str, args: tuple[Any, ...]) -> Any:
+    return c.execute(query, args).fetchone()
+
+
+def execute(c: sqlite3.Connection, query: str, args: tuple[Any, ...]) -> None:
+    c.execute(query, args)
+
+
+def swapped(c: sqlite3.Connection, update: str, args: tuple[Any, ...]) -> bool:
+    """One compare-and-set UPDATE: whether it found its row still as expected."""
+    return bool(c.execute(update, args).rowcount == 1)
+
+
+def binding_key(c: sqlite3.Connection, fresh: str) -> str:
+    """The store's binding key: `fresh` if none was kept yet."""
+    c.execute("INSERT OR IGNORE INTO meta VALUES ('binding_key', ?)", (fresh,))
+    return str(c.execute("SELECT value FROM meta WHERE key = 'binding_key'").fetchone()[0])
+
+
+def claim(c: sqlite3.Connection, args: tuple[Any, ...]) -> list[Any]:
+    """The rows CLAIM took; an answer half-stored by an earlier try is dropped."""
+    rows = c.execute(CLAIM, args).fetchall()
+    c.executemany(
+        "DELETE FROM bodies WHERE job_id = ? AND part = ?",
+        [(row[0], Part.ANSWER) for row in rows],
+    )
+    return list(rows)
+
+
+def complete(
+    c: sqlite3.Connection,
+    job_id: str,
+    owner: str,
+    last: tuple[int, bytes] | None,
+    head: str,
+    now: float,
+    expires_at: float,
+) -> bool:
+    """The answer's last piece (if any) and the completion, in one transaction."""
+    if last is not None:
+        put_chunk(c, job_id, Part.ANSWER, *last)
+    done = finish(c, job_id, owner, "completed", now, expires_at, answer=head)
+    if done:
+        c.execute("UPDATE jobs SET request_headers = NULL WHERE id = ?", (job_id,))
+    drop_part(c, job_id, Part.REQUEST if done else Part.ANSWER)
+    return done
+
+
+def cancel(c: sqlite3.Connection, job_id: str, now: float, expires_at: float) -> bool:
+    done = c.execute(CANCEL, (now, expires_at, job_id)).rowcount == 1
+    if done:
+        c.execute("DELETE FROM bodies WHERE job_id = ?", (job_id,))
+        owe_callback(c, job_id, now)
+    return done
+
+
+def forget(c: sqlite3.Connection, job_id: str) -> bool:
+    row = c.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None or row[0] not in ("completed", "failed", "canceled"):
+        return False
+    delete(c, job_id)
+    return True
+
+
+def renew(c: sqlite3.Connection, owner: str, job_ids: list[str], lease_until: float) -> None:
+    c.executemany(RENEW, [(lease_until, job_id, owner) for job_id in job_ids])
 
 
 def delete_found(c: sqlite3.Connection, query: str, args: tuple[Any, ...]) -> int:

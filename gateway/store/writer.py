@@ -26,11 +26,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway.errors import StorageError
 
-T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
 OnCommit = Callable[[int, float], None]  # operations in the batch, seconds from BEGIN to COMMIT
 MAX_BATCH = 256
@@ -71,11 +70,11 @@ class Writer:
         await loop.run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=True)
 
-    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, op: Operation) -> Any:
         """Run `op` in the next transaction; return its result once that transaction commits."""
         if self._task is None or self._closing:
             raise StorageError("storage is not open")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((op, future))
         self._wake.set()
         return await future
