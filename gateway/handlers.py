@@ -278,11 +278,10 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
             async for chunk in reply.body:
                 await response.write(chunk)
     except (UpstreamFailed, BodyTooLarge) as e:
-        if over:
+        if response is not None and response.prepared:  # too late for a 502 or a 413
+            return responses.cut(request, response, "proxy_cut", e)
+        if over or isinstance(e, BodyTooLarge):
             return _too_large(rt.config.server.max_body)
-        if (response is not None and response.prepared) or not isinstance(e, UpstreamFailed):
-            # Too late for a 502: cut the connection so the client can tell.
-            raise ConnectionResetError("upstream failed mid-answer") from e
         failure = e.failure
         title = "Gateway Timeout" if failure.http_status == 504 else "Bad Gateway"
         return responses.problem(failure.http_status, title, failure.detail)

@@ -5,6 +5,7 @@ Builds responses only; it never reads storage except through the body iterator i
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from gateway import headers as h
 from gateway.errors import StorageError
 from gateway.jobs import Job, rfc3339, summary
 
+log = logging.getLogger("gateway")
 PROBLEM = "application/problem+json"
 JSON = "application/json; charset=utf-8"
 NO_STORE = "no-store"
@@ -154,11 +156,31 @@ async def replay(
         await response.write(first)
     if sends:
         try:
+            sent = len(first)
             async for chunk in body:
                 await response.write(chunk)
+                sent += len(chunk)
+            if sent != answer.size:  # pieces removed while read (the job forgotten, say)
+                raise StorageError(f"job {job.id}: {sent} of {answer.size} bytes were found")
         except StorageError as e:
-            raise ConnectionResetError("storage failed mid-replay") from e
+            return cut(request, response, "replay_cut", e)
     await response.write_eof()
+    return response
+
+
+def cut(
+    request: web.Request, response: web.StreamResponse, event: str, error: Exception
+) -> web.StreamResponse:
+    """A body that fails once bytes are out: only a cut connection tells the client it is
+    short. Say why in one line, abort the connection, and hand aiohttp the response, whose end
+    then finds the connection closed (aiohttp's own path for this logs a traceback and a 500).
+    """
+    log.warning(
+        "body cut short",
+        extra={"event": event, "method": request.method, "path": request.path, "error": str(error)},
+    )
+    if request.transport is not None:
+        request.transport.abort()
     return response
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.conftest import wait_for
 from tests.fakes import BINARY, FakeUpstream, header_values
 
 
@@ -113,9 +114,14 @@ async def test_an_answer_cut_short_before_anything_was_sent_is_a_502(gateway: An
     assert (await response.json())["detail"].startswith("the upstream's answer was not valid")
 
 
-async def test_an_answer_cut_short_midway_cuts_the_client_off_too(gateway: Any) -> None:
-    """Part of the body has gone out: only a cut connection tells the client."""
+async def test_an_answer_cut_short_midway_cuts_the_client_off_too(
+    gateway: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Part of the body has gone out: only a cut connection tells the client; one log line
+    says why, with no traceback."""
     response = await gateway.get(f"/short?declared={3 * 1024 * 1024}&sent={1024 * 1024}")
     assert response.status == 200
     with pytest.raises(aiohttp.ClientPayloadError):
         await response.read()
+    await wait_for(lambda: any(getattr(r, "event", None) == "proxy_cut" for r in caplog.records))
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]

@@ -190,3 +190,24 @@ async def test_a_stored_answer_that_cannot_be_read_is_a_503_not_a_500(
 def _completed(db_path: Path) -> bool:
     with sqlite3.connect(db_path) as db:
         return db.execute("SELECT 1 FROM jobs WHERE status = 'completed'").fetchone() is not None
+
+
+async def test_an_answer_removed_mid_replay_cuts_the_connection_with_one_log_line(
+    gateway: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The job is forgotten or swept while its answer streams: the replay must not end short
+    as if whole (the client would wait for the rest), nor log a traceback."""
+    size = 24 * 1024 * 1024
+    location = (await gateway.get(f"/async/big?bytes={size}")).headers["Location"]
+    path = "/" + location.split("/", 3)[3]
+    await wait_for(lambda: _completed(tmp_path / "gateway.db"))
+    response = await gateway.get(path)  # the head is out; the client reads no further yet
+    assert response.status == 200 and response.content_length == size
+    with sqlite3.connect(tmp_path / "gateway.db") as db:  # pieces past 12 MiB go away
+        db.execute("DELETE FROM bodies WHERE n >= 48")
+    async with asyncio.timeout(10):
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    cut = [r for r in caplog.records if getattr(r, "event", None) == "replay_cut"]
+    assert len(cut) == 1 and cut[0].levelname == "WARNING"
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]

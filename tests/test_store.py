@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import IdempotencyConflict
+from gateway.errors import IdempotencyConflict, StorageError
 from gateway.jobs import Answer, Failure, Job, NewJob, Status
 from gateway.store import CHUNK, Part, Store, statements
 from gateway.store.memory import MemoryStore
@@ -131,6 +131,21 @@ async def test_an_older_file_gets_its_lanes_counted_once(tmp_path: Path) -> None
     assert len(await store.claim_many("up", "w2", T0, T0 + 15, 5, cap=2)) == 1  # a still runs
     await accepted(store, "e")
     assert await store.queued_by_upstream() == {"up": 3}
+    await store.close()
+
+
+async def test_a_piece_removed_while_a_body_is_read_is_an_error(tmp_path: Path) -> None:
+    """Not a body that ends short as if it were whole (a forget or a sweep, meanwhile)."""
+    path = str(tmp_path / "g.db")
+    store = SQLiteStore(path)
+    await store.open()
+    await store.accept(new("big"), pieces(*[bytes([i]) * CHUNK for i in range(3)]))
+    reading = store.body("big", Part.REQUEST)
+    assert await anext(reading) == bytes([0]) * CHUNK
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM bodies WHERE job_id = 'big' AND n = 1")
+    with pytest.raises(StorageError, match="removed while it was read"):
+        await anext(reading)
     await store.close()
 
 

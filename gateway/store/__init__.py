@@ -55,7 +55,8 @@ class Store(Protocol):
         only as many as keep the upstream's running jobs, whoever runs them, at most `cap`."""
 
     def body(self, job_id: str, part: Part) -> AsyncIterator[bytes]:
-        """A stored body, piece by piece."""
+        """A stored body, piece by piece. A body removed while it is read (its job forgotten or
+        swept meanwhile) raises StorageError rather than end short as if it were whole."""
 
     async def complete(
         self,

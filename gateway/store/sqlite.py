@@ -114,6 +114,8 @@ class SQLiteStore:
         while more:
             row = await self._reader.one(sql.PIECE, (job_id, int(part), n))
             if row is None:
+                if n:  # the piece before said this one follows
+                    raise StorageError(f"job {job_id}: the body was removed while it was read")
                 return
             yield bytes(row[0])
             n, more = n + 1, bool(row[1])
