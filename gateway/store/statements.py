@@ -2,8 +2,9 @@
 
 Each operation is a plain module-level function whose first argument is a sqlite3 connection,
 run inside the writer's transaction; nothing here awaits or opens connections. The store hands
-them to the writer as `Call`s, which are data: with `server.workers` they travel to the one
-process that writes for all workers.
+them to the writer as `Call`s: data that names the function and its arguments, which pickles, so
+a writer in another process could run them (tried for `server.workers`; benchmarks/README.md
+says why it was not kept).
 """
 
 from __future__ import annotations
