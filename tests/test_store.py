@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from gateway.errors import IdempotencyConflict, StorageError
 from gateway.jobs import Answer, Failure, Job, NewJob, Status
 from gateway.store import CHUNK, Part, Store, statements
+from gateway.store.durability import Durability
 from gateway.store.memory import MemoryStore
 from gateway.store.sqlite import SQLiteStore
 
@@ -147,6 +149,39 @@ async def test_a_piece_removed_while_a_body_is_read_is_an_error(tmp_path: Path) 
     with pytest.raises(StorageError, match="removed while it was read"):
         await anext(reading)
     await store.close()
+
+
+async def test_an_ended_job_is_shown_only_once_its_end_is_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a writer of the file is between a COMMIT and its sync, what it ended may not be
+    on disk yet: a read that would show an end syncs the WAL first; a pending job needs not."""
+    syncs: list[str] = []
+    real_sync = Durability.sync
+
+    def counted(self: Durability) -> None:
+        syncs.append("sync")
+        real_sync(self)
+
+    monkeypatch.setattr(Durability, "sync", counted)
+    path = str(tmp_path / "g.db")
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await accepted(store, "ended")
+        await accepted(store, "waiting")
+        await store.claim("up", "w1", T0, T0 + 15)
+        await store.complete("ended", "w1", Answer(200, "OK", ()), pieces(b"a"), T0, T0 + 100)
+        syncs.clear()
+        with open(path + "-sync", "rb") as other:  # another process's writer, mid-commit
+            fcntl.flock(other, fcntl.LOCK_SH)
+            waiting = await store.get("waiting", T0)
+            assert waiting is not None and waiting.status == Status.QUEUED and syncs == []
+            ended = await store.get("ended", T0)
+            assert ended is not None and ended.status == Status.COMPLETED and syncs == ["sync"]
+        assert await store.get("ended", T0) is not None and syncs == ["sync"]  # settled: no sync
+    finally:
+        await store.close()
 
 
 async def test_accept_takes_many_pieces(store: Store) -> None:

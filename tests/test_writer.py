@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import StorageError
+from gateway.store.durability import Durability
 from gateway.store.writer import Writer
 
 
@@ -77,3 +78,74 @@ async def test_a_turn_kept_by_another_process_fails_writes_in_bounded_time(tmp_p
     finally:
         await writer.stop()
     assert len(seen) == 1 and seen[0][0] == 1 and seen[0][1] > 0
+
+
+class Watched(Durability):
+    """The real sync, noting what another process could see while it runs."""
+
+    def __init__(self, path: Path, seen: list[str]) -> None:
+        super().__init__(str(path))
+        self.path, self.seen = path, seen
+
+    def sync(self) -> None:
+        with open(str(self.path) + "-writer", "rb") as turns:
+            fcntl.flock(turns, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the turn is still held
+        reader = Durability(str(self.path))
+        reader.open()
+        self.seen.append("settled" if reader.settled() else "unsettled")
+        reader.close()
+        super().sync()
+        self.seen.append("synced")
+
+
+def _durable_writer(path: Path, durability: Durability) -> Writer:
+    with sqlite3.connect(path) as setup:
+        setup.execute("PRAGMA journal_mode = WAL")
+        setup.execute("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY)")
+    return Writer(
+        lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False),
+        turns=str(path) + "-writer",
+        durability=durability,
+    )
+
+
+async def test_a_write_is_synced_after_its_turn_and_before_its_caller_hears(
+    tmp_path: Path,
+) -> None:
+    """The sync leaves the write lock to the other processes; readers can tell it is under way;
+    the caller hears only once it is done."""
+    path, seen = tmp_path / "w.db", list[str]()
+    durability = Watched(path, seen)
+    durability.open()
+    writer = _durable_writer(path, durability)
+    await writer.start()
+    try:
+        await writer.run(lambda c: c.execute("INSERT INTO t VALUES ('a')"))
+        seen.append("answered")
+    finally:
+        await writer.stop()
+        durability.close()
+    assert seen == ["unsettled", "synced", "answered"]
+    reader = Durability(str(path))
+    reader.open()
+    assert reader.settled()
+    reader.close()
+
+
+class Failing(Durability):
+    def sync(self) -> None:
+        raise OSError(5, "Input/output error")
+
+
+async def test_a_write_that_cannot_be_synced_is_not_reported_stored(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    durability = Failing(str(path))
+    durability.open()
+    writer = _durable_writer(path, durability)
+    await writer.start()
+    try:
+        with pytest.raises(StorageError, match="Input/output error"):
+            await writer.run(lambda c: c.execute("INSERT INTO t VALUES ('a')"))
+    finally:
+        await writer.stop()
+        durability.close()

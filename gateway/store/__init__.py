@@ -35,9 +35,10 @@ class Store(Protocol):
         """Store the request and its body; return only once it is durable (then it is queued)."""
 
     async def get(self, job_id: str, now: float, *, request: bool = False) -> Job | None:
-        """The job, or None if unknown or past its retention. Its request headers come only
-        with `request`: the status URL never needs them, and parsing them is most of a poll's
-        reading (a claim always returns them)."""
+        """The job, or None if unknown or past its retention. A job shown as ended is on disk
+        as ended: a power loss cannot take back what a client was shown. Its request headers
+        come only with `request`: the status URL never needs them, and parsing them is most of
+        a poll's reading (a claim always returns them)."""
 
     async def claim(self, upstream: str, owner: str, now: float, lease_until: float) -> Job | None:
         """The oldest due queued job of `upstream`, now running under `owner`'s lease."""

@@ -7,6 +7,9 @@ of its own, so one caller's failure is that caller's alone (operations are funct
 connection, safe to run again after a rollback). A failed COMMIT fails every operation of that
 batch, so no caller is ever told "stored" for a row that was rolled back.
 
+With a Durability, the transaction runs under `synchronous = NORMAL` and the WAL is synced after
+the turn is given up, before any caller hears back (`durability.py` says why that is as safe).
+
 Processes sharing the file (`server.workers`) take turns through an flock on a lock file beside
 it before each transaction. A waiting writer looks again after 0.1 ms, doubling to at most 1 ms,
 where SQLite's busy handler would sleep 1, 2, 5, 10... ms between tries; while one process
@@ -29,9 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gateway.errors import StorageError
+from gateway.store.durability import Durability
 
 Operation = Callable[[sqlite3.Connection], Any]
-OnCommit = Callable[[int, float], None]  # operations in the batch, seconds from BEGIN to COMMIT
+OnCommit = Callable[[int, float], None]  # operations in the batch, seconds from BEGIN to on disk
 MAX_BATCH = 256
 TURN_PAUSE, TURN_PAUSE_MAX = 0.0001, 0.001  # waits between looks at another process's turn
 
@@ -43,11 +47,13 @@ class Writer:
         on_commit: OnCommit | None = None,
         turns: str | None = None,
         timeout: float = 5.0,
+        durability: Durability | None = None,
     ) -> None:
         self._connect = connect
         self._on_commit = on_commit
         self._turns = turns  # the lock file writers take turns on, if any
         self._timeout = timeout
+        self._durability = durability
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._local = threading.local()
         self._pending: list[tuple[Operation, asyncio.Future[Any]]] = []
@@ -145,8 +151,10 @@ class Writer:
     def _commit(self, ops: list[Operation]) -> tuple[list[tuple[bool, Any]], float | None]:
         """Each operation's outcome, and how long the transaction took if it committed."""
         conn: sqlite3.Connection = self._local.conn
+        durable = self._durability
         try:
-            with self._turn():
+            # the turn ends before the sync that `committing` ends with
+            with durable.committing() if durable else contextlib.nullcontext(), self._turn():
                 started = time.perf_counter()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -156,8 +164,8 @@ class Writer:
                     conn.execute("BEGIN IMMEDIATE")
                     results = [self._apply(conn, op) for op in ops]
                 conn.execute("COMMIT")
-                seconds = time.perf_counter() - started
-        except sqlite3.Error as e:
+            seconds = time.perf_counter() - started
+        except (sqlite3.Error, OSError) as e:
             _rollback(conn)
             return [(False, StorageError(f"write failed: {e}"))] * len(ops), None
         return results, seconds
