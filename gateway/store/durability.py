@@ -68,6 +68,6 @@ class Durability:
         """Put every commit written to the WAL so far on disk."""
         fd = os.open(self._wal, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            os.fsync(fd)
+            os.fdatasync(fd)  # as SQLite syncs: the data, and the size needed to read it
         finally:
             os.close(fd)
