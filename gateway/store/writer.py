@@ -7,8 +7,8 @@ of its own, so one caller's failure is that caller's alone (operations are funct
 connection, safe to run again after a rollback). A failed COMMIT fails every operation of that
 batch, so no caller is ever told "stored" for a row that was rolled back.
 
-With a Durability, the transaction runs under `synchronous = NORMAL` and the WAL is synced after
-the turn is given up, before any caller hears back (`durability.py` says why that is as safe).
+With a Durability (for a connection at `synchronous = NORMAL`), the WAL is synced after the turn
+is given up and before any caller hears back (`durability.py` says why that is as safe).
 
 Processes sharing the file (`server.workers`) take turns through an flock on a lock file beside
 it before each transaction. A waiting writer looks again after 0.1 ms, doubling to at most 1 ms,
