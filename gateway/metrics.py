@@ -62,7 +62,7 @@ class Metrics:
         )
         self.commits = Histogram(
             "gateway_storage_commit_seconds",
-            "One write transaction of this process, BEGIN to durable COMMIT (the disk's fsync)",
+            "One write transaction of this process, BEGIN to its WAL synced to disk after COMMIT",
             buckets=COMMIT_BUCKETS,
             registry=r,
         )
