@@ -24,7 +24,7 @@ from gateway.handlers import RUNTIME, Runtime
 from gateway.metrics import Metrics
 from gateway.store import Store
 from gateway.store.sqlite import SQLiteStore
-from gateway.upstream import new_session
+from gateway.upstream import new_pool, new_session
 from gateway.workers import until_orphaned
 
 log = logging.getLogger("gateway")
@@ -58,11 +58,11 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         metrics = Metrics()
         opened = store if store is not None else SQLiteStore(config.storage.path, metrics.commit)
         await opened.open()
-        session = new_session()
-        dispatcher = Dispatcher(config, opened, session, metrics)
+        session, pool = new_session(), new_pool()
+        dispatcher = Dispatcher(config, opened, pool, metrics)
         deliverer = Deliverer(config, opened, session, dispatcher.endings, metrics)
         key = await opened.key()
-        app[RUNTIME] = Runtime(config, opened, session, dispatcher, key, metrics)
+        app[RUNTIME] = Runtime(config, opened, pool, dispatcher, key, metrics)
         dispatcher.start()
         deliverer.start()
         try:
@@ -71,6 +71,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
             await deliverer.stop()
             await dispatcher.stop()
             await session.close()
+            await pool.close()
             await opened.close()
 
     app.cleanup_ctx.append(lifecycle)
