@@ -12,6 +12,7 @@ from pathlib import Path
 
 from benchmarks.run import (
     POST_1KB,
+    ROOT,
     TICKS,
     commit_p99,
     commits,
@@ -40,6 +41,7 @@ class Context:
     noop: str
     upstream_port: int
     noop_pid: int
+    baseline: Path | None = None
 
 
 def accept(c: Context) -> None:
@@ -109,27 +111,58 @@ def proxy(c: Context) -> None:
         )
 
 
-def e2e(c: Context) -> None:
-    def jobs_per_second() -> dict[str, float]:
-        with gateway(c.upstream, c.workdir) as gw:
-            pid = pid_listening(gw)
-            started, spent = time.monotonic(), cpu_ticks(pid)
-            load = wrk(gw + "/e2e/x", c.seconds, c.connections, POST_1KB)
-            accepted = load["rps"] * c.seconds
-            while ended(gw, "/e2e") < accepted * 0.999 and time.monotonic() - started < 300:
-                time.sleep(0.2)
-            done = ended(gw, "/e2e")
-            return {
-                "rps": done / (time.monotonic() - started),
-                "accepted": accepted,
-                "job_cpu_us": round((cpu_ticks(pid) - spent) / TICKS * 1e6 / max(done, 1), 1),
-            }
+def jobs_per_second(c: Context, root: Path = ROOT) -> dict[str, float]:
+    """A fresh gateway's jobs completed a second, POSTed for the run's length, and its CPU
+    per job."""
+    with gateway(c.upstream, c.workdir, root=root) as gw:
+        pid = pid_listening(gw)
+        started, spent = time.monotonic(), cpu_ticks(pid)
+        load = wrk(gw + "/e2e/x", c.seconds, c.connections, POST_1KB)
+        accepted = load["rps"] * c.seconds
+        while ended(gw, "/e2e") < accepted * 0.999 and time.monotonic() - started < 300:
+            time.sleep(0.2)
+        done = ended(gw, "/e2e")
+        return {
+            "rps": done / (time.monotonic() - started),
+            "accepted": accepted,
+            "job_cpu_us": round((cpu_ticks(pid) - spent) / TICKS * 1e6 / max(done, 1), 1),
+        }
 
+
+def e2e(c: Context) -> None:
     interleave(
         "end to end: accept, forward, store, completed (jobs/s vs no-op 202s/s)",
         c.pairs,
         lambda: wrk(c.noop + "/e2e", c.seconds, c.connections, POST_1KB, pid=c.noop_pid),
-        jobs_per_second,
+        lambda: jobs_per_second(c),
+    )
+
+
+def baseline(c: Context) -> None:
+    """This checkout against another (`--baseline DIR`), side by side: CPU per proxied
+    request and per job end to end, as ratios of this code's to that code's."""
+    if c.baseline is None:
+        print(json.dumps({"row": "baseline", "skipped": "no --baseline DIR"}), flush=True)
+        return
+    old_root = c.baseline
+    with (
+        gateway(c.upstream, c.workdir, root=old_root) as old,
+        gateway(c.upstream, c.workdir) as new,
+    ):
+        old_pid, new_pid = pid_listening(old), pid_listening(new)
+        interleave(
+            "proxy CPU per request, this code (vs the baseline's)",
+            c.pairs,
+            lambda: wrk(old + "/proxy/fast", c.seconds, c.connections, pid=old_pid),
+            lambda: wrk(new + "/proxy/fast", c.seconds, c.connections, pid=new_pid),
+            key="cpu_us",
+        )
+    interleave(
+        "end to end CPU per job, this code (vs the baseline's)",
+        c.pairs,
+        lambda: jobs_per_second(c, old_root),
+        lambda: jobs_per_second(c),
+        key="job_cpu_us",
     )
 
 

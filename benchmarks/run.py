@@ -28,7 +28,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 POST_1KB = HERE / "post_1kb.lua"
-ROWS = ("accept", "poll", "replay", "proxy", "e2e", "workers", "memory", "stored", "longpoll")
+ROWS = (
+    "accept",
+    "poll",
+    "replay",
+    "proxy",
+    "e2e",
+    "workers",
+    "memory",
+    "stored",
+    "longpoll",
+    "baseline",
+)
 
 
 def free_port() -> int:
@@ -82,8 +93,13 @@ routes:
 
 @contextmanager
 def gateway(
-    upstream_url: str, workdir: Path, workers: int = 1, db: Path | None = None
+    upstream_url: str,
+    workdir: Path,
+    workers: int | str = 1,
+    db: Path | None = None,
+    root: Path = ROOT,
 ) -> Iterator[str]:
+    """A gateway serving GATEWAY_CONFIG, from this checkout or another one's `root`."""
     port = free_port()
     db = db or workdir / f"gateway-{port}.db"
     config = workdir / f"gateway-{port}.yaml"
@@ -98,7 +114,7 @@ def gateway(
         "--port",
         str(port),
     ]
-    with process(command, port, cwd=ROOT):
+    with process(command, port, cwd=root):
         time.sleep(0.5 if workers == 1 else 1.5)  # every worker up
         yield f"http://127.0.0.1:{port}"
 
@@ -295,7 +311,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--only", default=",".join(ROWS))
+    parser.add_argument("--only", default=",".join(r for r in ROWS if r != "baseline"))
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout, for the `baseline` row (this vs that)"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
@@ -321,6 +340,7 @@ def run_rows(rows: set[str], args: argparse.Namespace, workdir: Path) -> None:
             f"http://127.0.0.1:{noop_port}",
             up_port,
             noop.pid,
+            args.baseline,
         )
         for name in ROWS:
             if name in rows:
