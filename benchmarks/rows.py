@@ -18,6 +18,7 @@ from benchmarks.run import (
     commits,
     cpu_ticks,
     ended,
+    floor,
     gateway,
     interleave,
     nginx,
@@ -25,6 +26,7 @@ from benchmarks.run import (
     wait_done,
     wrk,
 )
+from gateway.units import cores
 
 MIB = 1024 * 1024
 RATE = 1000  # a moderate fixed load: about a fifth of what the gateway accepts at saturation
@@ -45,27 +47,32 @@ class Context:
 
 
 def accept(c: Context) -> None:
-    with gateway(c.upstream, c.workdir) as gw:
+    floor_db = str(c.workdir / "accept-floor.db")
+    with gateway(c.upstream, c.workdir) as gw, floor("accept-floor", floor_db) as (fl, fl_pid):
         pid = pid_listening(gw)
         post(gw + "/accept/hold")  # holds the upstream's one slot: the rest stay queued
         interleave(
-            "durable accept, 1 KB POST -> 202 (vs no-op 202)",
+            "durable accept, 1 KB POST -> 202 (vs no-op 202; floor: aiohttp + synced group commit)",
             c.pairs,
             lambda: wrk(c.noop + "/accept", c.seconds, c.connections, POST_1KB, pid=c.noop_pid),
             lambda: wrk(gw + "/accept/x", c.seconds, c.connections, POST_1KB, pid=pid),
+            floor=lambda: wrk(fl + "/accept", c.seconds, c.connections, POST_1KB, pid=fl_pid),
         )
 
         def paced() -> dict[str, float]:  # with what the disk's commits took meanwhile
             before = commits(gw)
-            figures = wrk(gw + "/accept/x", c.seconds, PACED_CONNECTIONS, POST_1KB, RATE)
+            figures = wrk(gw + "/accept/x", c.seconds, PACED_CONNECTIONS, POST_1KB, RATE, pid)
             return figures | commit_p99(before, commits(gw))
 
         interleave(
-            f"durable accept p99 at {RATE}/s (vs no-op's)",
+            f"durable accept p99 at {RATE}/s (vs no-op's; floor's)",
             c.pairs,
-            lambda: wrk(c.noop + "/accept", c.seconds, PACED_CONNECTIONS, POST_1KB, RATE),
+            lambda: wrk(
+                c.noop + "/accept", c.seconds, PACED_CONNECTIONS, POST_1KB, RATE, c.noop_pid
+            ),
             paced,
             key="p99_ms",
+            floor=lambda: wrk(fl + "/accept", c.seconds, PACED_CONNECTIONS, POST_1KB, RATE, fl_pid),
         )
 
 
@@ -94,20 +101,28 @@ def _status(name: str, c: Context, gw: str, status_url: str) -> None:
 
 
 def proxy(c: Context) -> None:
-    with gateway(c.upstream, c.workdir) as gw, nginx(c.upstream_port, c.workdir) as ng:
+    with (
+        gateway(c.upstream, c.workdir) as gw,
+        nginx(c.upstream_port, c.workdir) as (ng, ng_pid),
+        floor("proxy-floor", c.upstream) as (fl, fl_pid),
+    ):
         pid = pid_listening(gw)
         interleave(
-            "proxy route pass-through (vs nginx, 1 worker)",
+            "proxy route pass-through (vs nginx, 1 worker; floor: aiohttp server + client)",
             c.pairs,
-            lambda: wrk(ng + "/proxy/fast", c.seconds, c.connections),
+            lambda: wrk(ng + "/proxy/fast", c.seconds, c.connections, pid=ng_pid),
             lambda: wrk(gw + "/proxy/fast", c.seconds, c.connections, pid=pid),
+            floor=lambda: wrk(fl + "/proxy/fast", c.seconds, c.connections, pid=fl_pid),
         )
         interleave(
-            f"proxy route p99 at {RATE}/s (vs nginx's)",
+            f"proxy route p99 at {RATE}/s (vs nginx's; floor's)",
             c.pairs,
-            lambda: wrk(ng + "/proxy/fast", c.seconds, PACED_CONNECTIONS, rate=RATE),
+            lambda: wrk(ng + "/proxy/fast", c.seconds, PACED_CONNECTIONS, rate=RATE, pid=ng_pid),
             lambda: wrk(gw + "/proxy/fast", c.seconds, PACED_CONNECTIONS, rate=RATE, pid=pid),
             key="p99_ms",
+            floor=lambda: wrk(
+                fl + "/proxy/fast", c.seconds, PACED_CONNECTIONS, rate=RATE, pid=fl_pid
+            ),
         )
 
 
@@ -169,15 +184,15 @@ def baseline(c: Context) -> None:
 def workers(c: Context) -> None:
     with (
         gateway(c.upstream, c.workdir, workers=1) as one,
-        gateway(c.upstream, c.workdir, workers=2) as two,
+        gateway(c.upstream, c.workdir, workers="auto") as every,
     ):
         post(one + "/accept/hold")
-        post(two + "/accept/hold")
+        post(every + "/accept/hold")
         interleave(
-            "durable accept, workers: 2 (vs workers: 1)",
+            f"durable accept, workers: auto ({cores()} here) (vs workers: 1)",
             c.pairs,
             lambda: wrk(one + "/accept/x", c.seconds, c.connections, POST_1KB),
-            lambda: wrk(two + "/accept/x", c.seconds, c.connections, POST_1KB),
+            lambda: wrk(every + "/accept/x", c.seconds, c.connections, POST_1KB),
         )
 
 

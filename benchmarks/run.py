@@ -120,7 +120,25 @@ def gateway(
 
 
 @contextmanager
-def nginx(upstream_port: int, workdir: Path) -> Iterator[str]:
+def floor(kind: str, argument: str) -> Iterator[tuple[str, int]]:
+    """One of servers.py's floors: its URL and pid."""
+    command, port = server(kind)
+    with process([*command, argument], port) as proc:
+        yield f"http://127.0.0.1:{port}", proc.pid
+
+
+def worker_of(pid: int) -> int:
+    """nginx's one worker process, the child of its master `pid`."""
+    for _ in range(100):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.05)
+    return pid
+
+
+@contextmanager
+def nginx(upstream_port: int, workdir: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     conf = workdir / "nginx.conf"
     conf.write_text(f"""
@@ -136,8 +154,8 @@ http {{
   }}
 }}
 """)
-    with process(["nginx", "-c", str(conf), "-p", str(workdir)], port):
-        yield f"http://127.0.0.1:{port}"
+    with process(["nginx", "-c", str(conf), "-p", str(workdir)], port) as proc:
+        yield f"http://127.0.0.1:{port}", worker_of(proc.pid)
 
 
 def wrk(
@@ -284,26 +302,40 @@ Measure = Callable[[], dict[str, float]]
 
 
 def interleave(
-    name: str, pairs: int, reference: Measure, gateway: Measure, key: str = "rps"
+    name: str,
+    pairs: int,
+    reference: Measure,
+    gateway: Measure,
+    key: str = "rps",
+    floor: Measure | None = None,
 ) -> dict[str, object]:
-    """Measure reference and gateway `pairs` times, alternating who goes first; median ratio."""
-    ratios, raw = [], []
+    """Measure reference, floor (if any) and gateway `pairs` times, turning who goes first;
+    the median of the per-pair ratios to each, and each one's median CPU per request."""
+    measures = {"reference": reference, "gateway": gateway}
+    if floor is not None:
+        measures["floor"] = floor
+    order = list(measures)
+    raw: list[dict[str, dict[str, float]]] = []
     for i in range(pairs):
-        if i % 2 == 0:
-            ref, gw = reference(), gateway()
-        else:
-            gw = gateway()
-            ref = reference()
-        ratios.append(gw[key] / ref[key] if ref[key] else 0.0)
-        raw.append({"reference": ref, "gateway": gw})
-    row = {
-        "row": name,
-        "metric": key,
-        "median_ratio": round(statistics.median(ratios), 3),
-        "pairs": raw,
+        turn = order[i % len(order) :] + order[: i % len(order)]
+        raw.append({who: measures[who]() for who in turn})
+    row: dict[str, object] = {"row": name, "metric": key}
+    row["median_ratio"] = _median_ratio(raw, key, "reference")
+    if floor is not None:
+        row["floor_ratio"] = _median_ratio(raw, key, "floor")
+    row["cpu_us"] = {
+        who: statistics.median(p[who]["cpu_us"] for p in raw)
+        for who in order
+        if all("cpu_us" in p[who] for p in raw)
     }
+    row["pairs"] = raw
     print(json.dumps(row), flush=True)
     return row
+
+
+def _median_ratio(raw: list[dict[str, dict[str, float]]], key: str, to: str) -> float:
+    ratios = [p["gateway"][key] / p[to][key] if p[to][key] else 0.0 for p in raw]
+    return round(statistics.median(ratios), 3)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +223,15 @@ def test_a_port_in_use_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_workers_auto_is_the_cores_a_container_may_use(tmp_path: Path) -> None:
+    mine = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # --cpus 1.5
+    assert units.cores(quota) == min(mine, 2)
+    quota.write_text("50000 100000\n")
+    assert units.cores(quota) == 1
+    quota.write_text("max 100000\n")
+    assert units.cores(quota) == mine
+    assert units.cores(tmp_path / "absent") == mine
