@@ -99,7 +99,7 @@ async def serve(config: Config, host: str, port: int, shared_port: bool = False)
                 "event": "listening",
                 "host": host,
                 "port": port,
-                "storage": config.storage.path,
+                "storage": config.storage.where,
             },
         )
         stop = asyncio.Event()

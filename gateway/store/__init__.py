@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
+from gateway.errors import StorageError
 from gateway.jobs import Answer, Callback, Failure, Job, NewJob
 
 if TYPE_CHECKING:
@@ -133,6 +134,8 @@ async def open_store(storage: Storage, on_commit: OnCommit | None = None) -> Sto
     Backends are imported here, not above: one that is not configured is never loaded."""
     from gateway.store.sqlite import SQLiteStore
 
+    if storage.url is not None:
+        raise StorageError("storage.url: this build has no PostgreSQL store yet")
     store = SQLiteStore(storage.path, on_commit)
     await store.open()
     return store
