@@ -109,8 +109,11 @@ class Connection(asyncio.Protocol):
         return self.done and self.keep_alive and not self.extra and not self.lost
 
     def fail(self, error: Broken) -> None:
-        """Record the exchange's failure (the first one counts), wake its reader, drop the line."""
-        if self.error is None and not self.done:
+        """Record the exchange's failure (the first one counts), wake its reader, drop the line;
+        once the answer is whole there is nothing left to fail (release decides on reuse)."""
+        if self.done:
+            return
+        if self.error is None:
             self.error = error
         self._wake()
         if not self.lost:
