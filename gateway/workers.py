@@ -24,6 +24,7 @@ log = logging.getLogger("gateway.workers")
 RESTART_DELAY = 1.0
 PARENT_ENV = "GATEWAY_SUPERVISOR"  # the supervisor's pid, as its workers were started with
 PARENT_CHECK_S = 0.5
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class Supervisor:
@@ -56,7 +57,16 @@ class Supervisor:
         return 0 if all(code == 0 for code in codes) else 1
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        worker = subprocess.Popen(self._command, env={**os.environ, PARENT_ENV: str(os.getpid())})
+        # A worker starts with SIGTERM and SIGINT blocked (the mask is inherited), so one still
+        # starting keeps them pending rather than dying of them (exit -15, counted as failure);
+        # `until_orphaned` lets them through once serve() handles them.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            worker = subprocess.Popen(
+                self._command, env={**os.environ, PARENT_ENV: str(os.getpid())}
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         log.info("worker started", extra={"event": "worker_started", "pid": worker.pid})
         return worker
 
@@ -85,6 +95,7 @@ def worker_command(config_path: str, host: str, port: int) -> list[str]:
 
 async def until_orphaned() -> None:
     """Return once this worker's supervisor has gone; never, if it was not started by one."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # serve()'s handlers are in place
     parent = os.environ.get(PARENT_ENV)
     if parent is None:
         await asyncio.Event().wait()
