@@ -245,6 +245,37 @@ async def test_bodies_stream_both_ways_with_backpressure(pool: Pool, raw: Any) -
     assert len(up.received[0]) > 64 * 65536
 
 
+async def test_a_body_is_sent_only_as_fast_as_the_upstream_takes_it(pool: Pool, raw: Any) -> None:
+    size, piece = 256 * 1024 * 1024, 256 * 1024
+    pulled = 0
+
+    async def source() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(size // piece):
+            pulled += piece
+            yield b"u" * piece
+
+    up = await raw(once(b"", close=False))  # reads the head, never the body
+    upstream = Upstream("raw", up.url, timeout=30)
+    headers = (("Content-Length", str(size)),)
+    call = asyncio.ensure_future(_drive(pool, upstream, headers, source()))
+    try:
+        await wait_for(lambda: pool._open and next(iter(pool._open))._paused)
+        stalled_at = pulled
+        await asyncio.sleep(0)  # the sender, paused, takes nothing more from its source
+        assert pulled == stalled_at < size // 8
+    finally:
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
+
+
+async def _drive(
+    pool: Pool, upstream: Upstream, headers: tuple[tuple[str, str], ...], body: Any
+) -> None:
+    async with exchange(pool, upstream, "PUT", "/", headers, body):
+        pass
+
+
 async def test_tls_upstream(pool: Pool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     ca = trustme.CA()
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
