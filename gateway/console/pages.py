@@ -30,6 +30,10 @@ BATCH = 500  # a bulk retry queues this many jobs again per transaction
 MAX_FIELD = 256
 
 
+class BadRequest(Exception):
+    """A query or form the console cannot take: a 400."""
+
+
 @dataclass
 class Console:
     runtime: Runtime
@@ -39,6 +43,7 @@ class Console:
 
 
 CONSOLE = web.AppKey("console", Console)
+SIGNED = web.RequestKey("signed", str)  # how the caller signed in: open, bearer or session
 
 
 # -- answering ---------------------------------------------------------------------
@@ -52,10 +57,10 @@ def wants_json(request: web.Request) -> bool:
 def render(request: web.Request, name: str, status: int = 200, **context: Any) -> web.Response:
     c = request.app[CONSOLE]
     context.setdefault("stream", "")
-    context.setdefault("status", "")
+    context.setdefault("job_status", "")
     html = c.templates.get_template(name).render(
         csrf=c.access.csrf(access.session_of(request)),
-        signed_in=request.get("signed") == "session",
+        signed_in=request.get(SIGNED) == "session",
         **context,
     )
     return web.Response(text=html, status=status, content_type="text/html")
@@ -83,7 +88,7 @@ async def guard(
         signed = access.who(request, c.access)
         if signed is None:
             return refuse(request, 401, "Unauthorized", "sign in, or send a Bearer token")
-        request["signed"] = signed
+        request[SIGNED] = signed
         browser = signed == "session" or (signed == "open" and access.from_browser(request))
         if request.method == "POST" and browser:
             offered = (await request.post()).get("csrf")
@@ -93,7 +98,7 @@ async def guard(
         return await handler(request)
     except StorageError as e:
         return refuse(request, 503, "Storage unavailable", str(e))
-    except ValueError as e:
+    except BadRequest as e:
         return refuse(request, 400, "Bad Request", str(e))
 
 
@@ -101,7 +106,14 @@ async def guard(
 
 
 def filter_of(fields: Mapping[str, Any], failed_only: bool = False) -> Filter:
-    """A filter from a query string or a form; ValueError for anything it cannot be."""
+    """A filter from a query string or a form; BadRequest for anything it cannot be."""
+    try:
+        return _filter_of(fields, failed_only)
+    except ValueError as e:
+        raise BadRequest(str(e)) from e
+
+
+def _filter_of(fields: Mapping[str, Any], failed_only: bool) -> Filter:
     values: dict[str, str | None] = {}
     for name in ("status", "upstream", "route", "prefix"):
         value = fields.get(name) or None
@@ -154,7 +166,10 @@ async def jobs(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     where = filter_of(request.query)
     after = request.query.get("after") or None
-    rows = await c.runtime.store.find_jobs(where, after, PAGE + 1)
+    try:
+        rows = await c.runtime.store.find_jobs(where, after, PAGE + 1)
+    except ValueError as e:  # a key this store never gave out
+        raise BadRequest("after: no such page") from e
     more = len(rows) > PAGE
     shown = [present.job(r) for r in rows[:PAGE]]
     view = {"jobs": shown, "next": rows[PAGE - 1].key if more else None, "filter": where.as_dict()}
@@ -189,14 +204,19 @@ async def job(request: web.Request) -> web.Response:
         return web.json_response(view)
     stream = "/events?" + urlencode({"job": found.id})
     return render(
-        request, "job.html", title=f"Job {found.id}", job=view, stream=stream, status=view["status"]
+        request,
+        "job.html",
+        title=f"Job {found.id}",
+        job=view,
+        stream=stream,
+        job_status=view["status"],
     )
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     job_id = request.query.get("job") or None
     if job_id is not None and len(job_id) > 128:
-        raise ValueError("job: no such job")
+        raise BadRequest("job: no such job")
     return await live.stream(request, request.app[CONSOLE].hub, job_id)
 
 
