@@ -129,6 +129,11 @@ class Config:
         return next((r for r in self.routes if r.matches(path, method)), None)
 
 
+def _optional_port(value: object) -> int | None:
+    """A port, or none for an empty string (`${GATEWAY_ADMIN_PORT:-}` left unset)."""
+    return None if value == "" else units.port(value)
+
+
 def default_path(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     return env.get("GATEWAY_CONFIG") or "config/gateway.yaml"
@@ -214,7 +219,7 @@ class _Reader:
         self.mapping("admin", {"host", "port", "token"})
         admin = Admin(
             host=self.get("admin.host", "127.0.0.1", units.string),
-            port=self.get("admin.port", None, units.port),
+            port=self.get("admin.port", None, _optional_port),
             token=Secret(self.get("admin.token", "", units.string)),
         )
         if admin.port is not None and not admin.token and not is_loopback(admin.host):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import parse
+from gateway.config import load, parse
+from gateway.errors import ConfigError
 from tests.test_config import MINIMAL, problems, run_cli
 
 
@@ -53,3 +54,24 @@ def test_check_exits_2_on_an_open_console(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"{path}:3: admin.token: required when admin.host (0.0.0.0) is not a loopback address"
     ]
+
+
+SIDECAR = Path(__file__).resolve().parent.parent / "config" / "sidecar.yaml"
+SIDECAR_ENV = {"UPSTREAM_URL": "http://127.0.0.1:9000"}
+
+
+def test_the_sidecar_console_is_off_until_its_port_is_set() -> None:
+    admin = load(str(SIDECAR), environ=SIDECAR_ENV).admin
+    assert (admin.host, admin.port) == ("0.0.0.0", None)
+    env = {**SIDECAR_ENV, "GATEWAY_ADMIN_PORT": "8081", "GATEWAY_ADMIN_TOKEN": "tok"}
+    admin = load(str(SIDECAR), environ=env).admin
+    assert (admin.host, admin.port, admin.token) == ("0.0.0.0", 8081, "tok")
+
+
+def test_the_sidecar_refuses_an_open_console_on_every_interface() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(str(SIDECAR), environ={**SIDECAR_ENV, "GATEWAY_ADMIN_PORT": "8081"})
+    [message] = caught.value.messages
+    assert message.endswith(
+        "admin.token: required when admin.host (0.0.0.0) is not a loopback address"
+    )
