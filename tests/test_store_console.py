@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.jobs import Answer, Failure, NewJob, Status
-from gateway.store import Store, console_sql
-from gateway.store.sqlite import SQLiteStore
+from gateway.store import Store
+from gateway.store.sqlite import SQLiteStore, console_sql
 from gateway.store.views import Filter, split_target
 from tests.test_store import T0, pieces, store  # noqa: F401
 

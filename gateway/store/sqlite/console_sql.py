@@ -13,10 +13,10 @@ from typing import Any
 
 from gateway import encoding
 from gateway.jobs import Answer, Failure, Job, Status
-from gateway.store import statements as sql
-from gateway.store.reader import Reader
+from gateway.store.sqlite import statements as sql
+from gateway.store.sqlite.reader import Reader
+from gateway.store.sqlite.writer import Writer
 from gateway.store.views import OUTCOMES, Filter, JobRow, Lane, row
-from gateway.store.writer import Writer
 
 _COLUMNS = (
     "seq, id, route, upstream, status, method, target, created_at, started_at, finished_at,"
