@@ -378,3 +378,9 @@ async def test_an_open_console_on_loopback_needs_no_token_but_checks_forms(
     )
     assert response.status == 200
     assert (await pair.console.get("/login", allow_redirects=False)).status == 303
+    port = pair.console.port
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "127.0.0.9"):
+        assert (await pair.console.get("/", headers={"Host": host})).status == 200, host
+    # a page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) reads nothing
+    for host in (f"evil.example:{port}", "evil.example", "127.0.0.1.evil.example", "[::2]:1"):
+        assert (await pair.console.get("/", headers={"Host": host})).status == 403, host

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway.config import is_loopback
+
 COOKIE = "gateway_console"
 SESSION_TTL = 12 * 3600.0
 SECURITY_HEADERS = {
@@ -93,6 +95,15 @@ def same_origin(request: web.Request) -> bool:
     if origin is None:
         return True
     return origin == f"{request.scheme}://{request.host}"
+
+
+def loopback_host(request: web.Request) -> bool:
+    """Whether the request names a loopback host: a console open without a token answers only
+    such requests, so a page elsewhere cannot reach it by pointing its own name at 127.0.0.1
+    (DNS rebinding)."""
+    host = request.host
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
+    return is_loopback(name)
 
 
 def from_browser(request: web.Request) -> bool:

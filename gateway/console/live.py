@@ -16,10 +16,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway import encoding
-from gateway.errors import StorageError
 
 log = logging.getLogger("gateway.console")
 TICK = 1.0
+KEEPALIVE = 15.0  # a comment line this often on a quiet stream, which finds viewers gone
 BYE: dict[str, Any] = {}  # the one item that ends a stream
 Snapshot = Callable[[set[str]], Awaitable[tuple[dict[str, str], dict[str, dict[str, str]]]]]
 
@@ -62,8 +62,8 @@ class Hub:
         while self._watchers and not self._closing:
             try:
                 await self._publish()
-            except StorageError as e:
-                extra = {"event": "console_snapshot_failed", "error": str(e)}
+            except Exception as e:  # storage trouble: the next tick tries again; viewers wait
+                extra = {"event": "console_snapshot_failed", "error": str(e) or repr(e)}
                 log.warning("console_snapshot_failed", extra=extra)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -96,6 +96,13 @@ def _replace(queue: asyncio.Queue[dict[str, Any]], item: dict[str, Any]) -> None
     queue.put_nowait(item)
 
 
+async def _next(queue: asyncio.Queue[dict[str, Any]]) -> dict[str, Any] | None:
+    try:
+        return await asyncio.wait_for(queue.get(), KEEPALIVE)
+    except TimeoutError:
+        return None
+
+
 async def stream(request: web.Request, hub: Hub, job_id: str | None) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream; charset=utf-8", "X-Accel-Buffering": "no"}
@@ -104,7 +111,10 @@ async def stream(request: web.Request, hub: Hub, job_id: str | None) -> web.Stre
     try:
         await response.write(b"retry: 3000\n\n")
         async with hub.watch(job_id) as queue:
-            while (item := await queue.get()) is not BYE:
+            while (item := await _next(queue)) is not BYE:
+                if item is None:
+                    await response.write(b": keepalive\n\n")
+                    continue
                 await response.write(b"event: snapshot\ndata: " + encoding.dumps(item) + b"\n\n")
             await response.write(b"event: bye\ndata: {}\n\n")
     except ConnectionResetError:  # the viewer left

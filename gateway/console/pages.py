@@ -84,6 +84,10 @@ async def guard(
     c = request.app[CONSOLE]
     if request.method == "POST" and not access.same_origin(request):
         return refuse(request, 403, "Forbidden", "actions come only from the console's own pages")
+    if not c.access.token and not access.loopback_host(request):
+        return refuse(
+            request, 403, "Forbidden", "without a token the console answers loopback only"
+        )
     if not (request.path.startswith("/static/") or request.path == "/login"):
         signed = access.who(request, c.access)
         if signed is None:
