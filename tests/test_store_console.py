@@ -217,3 +217,10 @@ async def test_the_console_reads_by_index(tmp_path: Path) -> None:
     clause, args = console_sql._where(FAILED, "99")
     listed = _plan(db, f"SELECT id FROM jobs {clause} ORDER BY seq DESC LIMIT 51", tuple(args))
     assert "INDEX jobs_failed" in listed and "SCAN jobs" not in listed, listed
+    # an id prefix within the time part matches most jobs: walked newest first, never sorted
+    for prefix, by_id in (("0Vcr", False), ("0VcrQlAGtXwa", True)):
+        clause, args = console_sql._where(Filter(prefix=prefix))
+        query = f"SELECT id FROM jobs {clause} ORDER BY seq DESC LIMIT 51"
+        plan = _plan(db, query, tuple(args))
+        assert ("sqlite_autoindex_jobs" in plan) is by_id, plan
+        assert ("TEMP B-TREE" in plan) is by_id, plan

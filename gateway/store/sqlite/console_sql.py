@@ -18,6 +18,7 @@ from gateway.store.sqlite.reader import Reader
 from gateway.store.sqlite.writer import Writer
 from gateway.store.views import OUTCOMES, Filter, JobRow, Lane, row
 
+ID_TIME = 8  # characters of time at the start of a job id (jobs.new_id)
 _COLUMNS = (
     "seq, id, route, upstream, status, method, target, created_at, started_at, finished_at,"
     " attempts, request_size, answer, failure"
@@ -53,13 +54,22 @@ def _where(where: Filter, after: str | None = None) -> tuple[str, list[Any]]:
             terms.append(f"{column} = ?")
             args.append(value)
     if where.prefix:
-        column = "target" if where.by_path else "id"
-        terms.append(f"{column} >= ? AND {column} < ?")
+        terms.append(f"{_prefixed(where)} >= ? AND {_prefixed(where)} < ?")
         args += [where.prefix, where.prefix + "\U0010ffff"]
     if after is not None:
         terms.append("seq < ?")
         args.append(int(after))
     return "WHERE " + " AND ".join(terms), args
+
+
+def _prefixed(where: Filter) -> str:
+    """The column a prefix is compared with. An id begins with its time in 8 characters, so a
+    prefix that long or shorter can match every job: it is checked while walking newest first
+    (`+id` keeps SQLite off the id index, whose range would then be sorted whole); a longer one
+    reaches into the random part and finds its few jobs by the index."""
+    if where.by_path:
+        return "target"
+    return "id" if len(where.prefix or "") > ID_TIME else "+id"
 
 
 def _row(found: Any) -> JobRow:
