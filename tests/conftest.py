@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from gateway.config import Config, parse
 from tests.fakes import FakeUpstream
+from tests.stores import postgres, postgres_url, store, store_pair  # noqa: F401
 
 MakeConfig = Callable[..., Config]
 
