@@ -19,7 +19,7 @@ from gateway.accesslog import AccessLines, logger_class
 from gateway.callbacks import Deliverer
 from gateway.config import Config
 from gateway.dispatcher import Dispatcher
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StorageError
 from gateway.handlers import RUNTIME, Runtime
 from gateway.metrics import Metrics
 from gateway.store import Store, open_store
@@ -27,6 +27,7 @@ from gateway.upstream import new_session
 from gateway.workers import until_orphaned
 
 log = logging.getLogger("gateway")
+KEY_RETRY = 1.0  # how soon a store that could not give its key at start is asked again
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -63,13 +64,21 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         session = new_session()
         dispatcher = Dispatcher(config, opened, session, metrics)
         deliverer = Deliverer(config, opened, session, dispatcher.endings, metrics)
-        key = await opened.key()
-        app[RUNTIME] = Runtime(config, opened, session, dispatcher, key, metrics)
+        opened.on_end(dispatcher.endings.ended, dispatcher.endings.watched)
+        try:
+            key = await opened.key()
+        except StorageError:  # a database not up yet: served as in an outage until it is
+            key = b""
+        runtime = Runtime(config, opened, session, dispatcher, key, metrics)
+        app[RUNTIME] = runtime
+        keyed = asyncio.ensure_future(_bind_key(runtime))
         dispatcher.start()
         deliverer.start()
         try:
             yield
         finally:
+            keyed.cancel()
+            await asyncio.gather(keyed, return_exceptions=True)
             await deliverer.stop()
             await dispatcher.stop()
             await session.close()
@@ -77,6 +86,16 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+async def _bind_key(runtime: Runtime) -> None:
+    """The binding key, from storage; a database still down at start is waited for, the
+    gateway serving meanwhile as in any outage (the store takes no job until the key is here)."""
+    while not runtime.key:
+        try:
+            runtime.key = await runtime.store.key()
+        except StorageError:
+            await asyncio.sleep(KEY_RETRY)
 
 
 async def serve(config: Config, host: str, port: int, shared_port: bool = False) -> None:

@@ -44,10 +44,11 @@ class Database:
         self._ended: Callable[[str], None] = lambda _: None
         self._watched: Callable[[], Collection[str]] = tuple
         self._listener: asyncio.Task[None] | None = None
+        self._listening = False  # the listener's LISTEN is in place
 
     async def open(self) -> None:
         """Never fails for a database that is down: the verbs raise StorageError until it is
-        up, and the first one after that sets the schema up."""
+        up, and the first one after that sets the schema up and reads the key."""
         self._pool = asyncpg.create_pool(
             self.url,
             min_size=0,
@@ -58,8 +59,6 @@ class Database:
         )
         await self._pool
         self._listener = asyncio.create_task(self._listen(), name="postgres-listener")
-        with contextlib.suppress(StorageError):
-            await self.key()
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -150,6 +149,7 @@ class Database:
             except LOST:
                 pass
             finally:
+                self._listening = False
                 c.terminate()
             await asyncio.sleep(RETRY)
 
@@ -157,6 +157,7 @@ class Database:
         lost = asyncio.Event()
         c.add_termination_listener(lambda _: lost.set())
         await c.add_listener(CHANNEL, self._heard)
+        self._listening = True
         watched = list(self._watched())
         if watched:
             for row in await c.fetch(ENDED, watched):

@@ -70,10 +70,11 @@ BEAT = (
     f"INSERT INTO replicas VALUES ($1, {NOW} + $2) ON CONFLICT (owner)"
     " DO UPDATE SET alive_until = excluded.alive_until"
 )
-# Jobs its holder no longer runs (its call ended without a record): they lapse at once.
+# Jobs its holder no longer runs (its call ended without a record): they lapse at once. A
+# claim younger than a second is spared: it may have come after the holder listed its calls.
 ORPHANS = (
     "UPDATE jobs SET orphan = true WHERE owner = $1 AND status = 'running' AND NOT orphan"
-    f" AND id <> ALL($2::text[]) AND claimed_at < {NOW} - $3"
+    f" AND id <> ALL($2::text[]) AND claimed_at < {NOW} - 1"
 )
 # Running jobs with the seconds left on their lease, by the database's clock.
 RUNNING = (

@@ -177,7 +177,7 @@ class PostgresStore:
         limit: int,
         cap: int | None = None,
     ) -> list[Job]:
-        await self._beat(owner, lease_until - now, fresh=False)
+        await self._beat(owner, lease_until - now)
         most = NO_CAP if cap is None else cap
         async with self._db.transaction() as c:
             await c.execute(sql.LOCK, "gateway:claim:" + upstream)
@@ -186,22 +186,22 @@ class PostgresStore:
                 await c.execute(sql.DROP_ANSWERS, [row[0] for row in rows])
         return sorted((job_of(r) for r in rows), key=lambda job: (job.created_at, job.id))
 
-    async def _beat(self, owner: str, lease: float, *, fresh: bool) -> None:
-        """This process's heartbeat; before a claim, only if the last one is getting old."""
-        if not fresh and time.monotonic() - self._beats.get(owner, -1e9) < lease / 3:
+    async def _beat(self, owner: str, lease: float) -> None:
+        """This process's heartbeat, before a claim or a steal, if the last is getting old."""
+        if time.monotonic() - self._beats.get(owner, -1e9) < lease / 3:
             return
         async with self._db.transaction() as c:
             await c.execute(sql.BEAT, owner, lease)
         self._beats[owner] = time.monotonic()
 
     async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:
-        lease = lease_until - time.time()
-        await self._beat(owner, lease, fresh=True)
         async with self._db.transaction() as c:
-            await c.execute(sql.ORPHANS, owner, list(job_ids), lease)
+            await c.execute(sql.BEAT, owner, lease_until - time.time())
+            await c.execute(sql.ORPHANS, owner, list(job_ids))
+        self._beats[owner] = time.monotonic()
 
     async def steal(self, job: Job, owner: str, lease_until: float) -> bool:
-        await self._beat(owner, lease_until - time.time(), fresh=False)
+        await self._beat(owner, lease_until - time.time())
         return await self._swap(sql.STEAL, job.id, owner, job.owner, job.attempts)
 
     async def _swap(self, update: str, *args: Any) -> bool:
