@@ -19,7 +19,7 @@ from aiohttp import web
 
 from gateway import headers as h
 from gateway import jobs, responses
-from gateway.callbacks import allowed
+from gateway.callbacks import allowed, well_formed
 from gateway.config import Config, Route, Upstream
 from gateway.dispatcher import Dispatcher
 from gateway.endings import until
@@ -106,6 +106,10 @@ def binding(rt: Runtime, raw: h.Headers) -> str:
 async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.StreamResponse:
     config = rt.config
     raw = h.decode(request.raw_headers)
+    chosen = _client_choices(rt, raw, matched)
+    if isinstance(chosen, web.Response):
+        return chosen
+    callback, idempotency_key = chosen
     now = rt.now()
     new = NewJob(
         id=jobs.new_id(now),
@@ -117,15 +121,9 @@ async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.Strea
         created_at=now,
         retry_on_interrupt=jobs.retries_on_interrupt(matched.on_interrupt, request.method),
         binding=binding(rt, raw),
-        idempotency_key=_idempotency_key(rt, raw),
-        callback=h.first(raw, "X-Callback-Url") or matched.callback,
+        idempotency_key=idempotency_key,
+        callback=callback,
     )
-    if new.callback != matched.callback and not allowed(
-        new.callback or "", config.callbacks.allow_hosts
-    ):
-        return responses.problem(
-            400, "Callback Not Allowed", "X-Callback-Url must name a host in callbacks.allow_hosts"
-        )
     wait, applied = h.hold(matched.wait, matched.max_wait, h.preferences(raw))
     extra = {"Vary": "Prefer", **({"Preference-Applied": applied} if applied else {})}
     async with rt.dispatcher.endings.watch(new.id) as ended:
@@ -149,10 +147,33 @@ async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.Strea
     return responses.accepted(job, status_url, config.jobs.retry_after, extra)
 
 
-def _idempotency_key(rt: Runtime, raw: h.Headers) -> str:
+def _client_choices(
+    rt: Runtime, raw: h.Headers, matched: Route
+) -> tuple[str | None, str] | web.Response:
+    """The callback URL and the scoped Idempotency-Key a client asked for, or its 400."""
+    urls = h.every(raw, "X-Callback-Url")
+    if len(urls) > 1 or (urls and not well_formed(urls[0])):
+        return responses.problem(
+            400, "Bad X-Callback-Url", "X-Callback-Url must be one absolute http(s) URL"
+        )
+    if urls and not allowed(urls[0], rt.config.callbacks.allow_hosts):
+        return responses.problem(
+            400, "Callback Not Allowed", "X-Callback-Url must name a host in callbacks.allow_hosts"
+        )
+    keys = h.every(raw, "Idempotency-Key")
+    key = h.idempotency_key(keys[0]) if len(keys) == 1 else None
+    if keys and key is None:
+        return responses.problem(
+            400,
+            "Bad Idempotency-Key",
+            f"Idempotency-Key must be one string of 1 to {h.MAX_KEY} visible ASCII characters",
+        )
+    return (urls[0] if urls else matched.callback), _scoped(rt, raw, key)
+
+
+def _scoped(rt: Runtime, raw: h.Headers, key: str | None) -> str:
     """The client's Idempotency-Key, scoped to its credentials, as a keyed hash."""
-    key = h.first(raw, "Idempotency-Key")
-    if not key:
+    if key is None:
         return ""
     scoped = f"idempotency\0{binding(rt, raw)}\0{key}"
     return hmac.new(rt.key, scoped.encode(), hashlib.sha256).hexdigest()

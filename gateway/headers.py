@@ -116,14 +116,47 @@ def for_client(headers: Sequence[Header]) -> Headers:
     return tuple((n, v) for n, v in end_to_end(headers) if n.lower() not in _OWN)
 
 
+def number(value: str | None) -> int | None:
+    """A count written as HTTP writes it, 1*DIGIT in ASCII (RFC 9110 §5.6), else None.
+
+    Python's int() also takes "²", "٣", "+1", "1_0" and refuses past 4300 digits: none of that
+    is HTTP. Values past MAX_DIGITS digits saturate, so a megabyte of nines stays cheap.
+    """
+    if value is None:
+        return None
+    text = value.strip(" \t")
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    if len(text) > MAX_DIGITS:
+        return SATURATED
+    return int(text)
+
+
+MAX_DIGITS = 15
+SATURATED: int = int("1" + "0" * MAX_DIGITS)
+
+
 def content_length(headers: Sequence[Header]) -> int | None:
-    for name, value in headers:
-        if name.lower() == "content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    return number(first(headers, "Content-Length"))
+
+
+def every(headers: Sequence[Header], name: str) -> list[str]:
+    wanted = name.lower()
+    return [v for n, v in headers if n.lower() == wanted]
+
+
+def idempotency_key(value: str) -> str | None:
+    """The key of an Idempotency-Key value, an sf-string or a bare token of 1 to 255 visible
+    ASCII characters (draft-ietf-httpapi-idempotency-key-header), else None."""
+    key = value.strip(" \t")
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not 0 < len(key) <= MAX_KEY or not key.isascii() or not key.isprintable():
+        return None
+    return key if '"' not in key and "\\" not in key else None
+
+
+MAX_KEY = 255
 
 
 def first(headers: Sequence[Header], name: str) -> str | None:
@@ -135,9 +168,10 @@ def retry_after(value: str | None, now: float) -> float | None:
     """Seconds to wait from Retry-After: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
     if value is None:
         return None
+    seconds = number(value)
+    if seconds is not None:
+        return float(seconds)
     value = value.strip()
-    if value.isdigit():
-        return float(value)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -172,8 +206,9 @@ def preferences(headers: Sequence[Header]) -> Preferences:
             key, raw = key.strip().lower(), raw.strip().strip('"')
             if key == "respond-async":
                 respond_async = True
-            elif key == "wait" and raw.isdigit() and wait is None:
-                wait = float(raw)
+            elif key == "wait" and wait is None:
+                seconds = number(raw)
+                wait = None if seconds is None else float(seconds)
     return Preferences(respond_async, wait)
 
 

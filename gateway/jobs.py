@@ -183,7 +183,9 @@ def after_try(
             return Complete(outcome)
         hinted = retry_after(first(outcome.headers, "Retry-After"), now)
         if outcome.status in (429, 503) and hinted is not None:
-            return Again(hinted)
+            # Honoured, but never past max_backoff: a hint of a billion seconds must not
+            # leave the job pending forever.
+            return Again(min(hinted, policy.max_backoff))
         return Again(backoff(job.attempts, policy, rng))
     if tries_left and (not outcome.sent or job.method in IDEMPOTENT):
         return Again(backoff(job.attempts, policy, rng))
