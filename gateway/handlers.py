@@ -76,17 +76,8 @@ async def route(request: web.Request) -> web.StreamResponse:
 
 def _declared_too_large(request: web.Request, limit: int) -> web.Response | None:
     if request.content_length is not None and request.content_length > limit:
-        return _too_large(limit)
+        return responses.too_large(limit)
     return None
-
-
-def _too_large(limit: int) -> web.Response:
-    return responses.problem(
-        413,
-        "Content Too Large",
-        f"the request body is larger than {limit} bytes",
-        headers={"Connection": "close"},
-    )
 
 
 def peer(request: web.Request) -> h.Peer:
@@ -189,7 +180,7 @@ async def _store(request: web.Request, rt: Runtime, new: NewJob) -> jobs.Job | w
             )
         return await rt.store.accept(new, _pieces(request, config.server.max_body))
     except BodyTooLarge:
-        return _too_large(config.server.max_body)
+        return responses.too_large(config.server.max_body)
     except IdempotencyConflict:
         return responses.problem(
             422,
@@ -302,7 +293,9 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
         if response is not None and response.prepared:  # too late for a 502 or a 413
             return responses.cut(request, response, "proxy_cut", e)
         if over or isinstance(e, BodyTooLarge):
-            return _too_large(rt.config.server.max_body)
+            return responses.too_large(rt.config.server.max_body)
+        if isinstance(request.content.exception(), web.RequestPayloadError):
+            return responses.bad_framing()  # the client's body broke, not the upstream
         failure = e.failure
         title = "Gateway Timeout" if failure.http_status == 504 else "Bad Gateway"
         return responses.problem(failure.http_status, title, failure.detail)

@@ -5,6 +5,7 @@ Pure functions over lists of (name, value) pairs, order and repeats kept; no I/O
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -179,12 +180,31 @@ def retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+# RFC 9112 §3.2 and RFC 3986 §3.2.2: uri-host [":" port], an IP literal or a reg-name.
+_HOST = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)(?::([0-9]{0,5}))?",
+    re.ASCII,
+)
+
+
+def valid_host(value: str) -> bool:
+    """Whether a Host (or X-Forwarded-Host) value is a host and optional port, nothing more:
+    no userinfo, path, query, fragment, space or second value."""
+    match = _HOST.fullmatch(value)
+    return match is not None and int(match.group(1) or 0) <= 65535
+
+
 def base_url(peer: Peer, headers: Sequence[Header], public_url: str | None, trust: bool) -> str:
-    """The scheme and host that status URLs are built on."""
+    """The scheme and host that status URLs are built on; a forwarded scheme or host that is
+    not one (a proxy's mistake) is passed over for the connection's own."""
     if public_url:
         return public_url
-    scheme = _kept_or(headers, "x-forwarded-proto", peer.scheme, trust)
+    scheme = _kept_or(headers, "x-forwarded-proto", peer.scheme, trust).lower()
     host = _kept_or(headers, "x-forwarded-host", peer.host, trust)
+    if scheme not in ("http", "https"):
+        scheme = peer.scheme
+    if not valid_host(host):
+        host = peer.host
     return f"{scheme}://{host}"
 
 

@@ -36,6 +36,21 @@ def problem(
     )
 
 
+def too_large(limit: int) -> web.Response:
+    return problem(
+        413,
+        "Content Too Large",
+        f"the request body is larger than {limit} bytes",
+        headers={"Connection": "close"},
+    )
+
+
+def bad_framing() -> web.Response:
+    return problem(
+        400, "Bad Request", "the request body's framing is bad", headers={"Connection": "close"}
+    )
+
+
 def unavailable(
     title: str, detail: str, retry_after: float, extra: dict[str, str] | None = None
 ) -> web.Response:
