@@ -91,7 +91,7 @@ def binding(rt: Runtime, raw: h.Headers) -> str:
     if not names:
         return ""
     values = "\0".join(h.first(raw, name) or "" for name in names)
-    return hmac.new(rt.key, values.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(rt.key, h.encode(values), hashlib.sha256).hexdigest()
 
 
 async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.StreamResponse:
@@ -167,7 +167,7 @@ def _scoped(rt: Runtime, raw: h.Headers, key: str | None) -> str:
     if key is None:
         return ""
     scoped = f"idempotency\0{binding(rt, raw)}\0{key}"
-    return hmac.new(rt.key, scoped.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(rt.key, h.encode(scoped), hashlib.sha256).hexdigest()
 
 
 async def _store(request: web.Request, rt: Runtime, new: NewJob) -> jobs.Job | web.Response:
@@ -278,12 +278,12 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
             # anything is sent (an upstream that fails then still gets its client a 502); a
             # stream's head leaves at once.
             first = b"" if length is None else await anext(reply.body, b"")
-            kind = web.StreamResponse if length is None else responses.Streamed
-            response = kind(status=answer.status, reason=answer.reason or None)
-            response.headers.clear()
-            response.headers.extend(h.for_client(answer.headers))
-            if length is not None:
-                response.content_length = length
+            response = responses.Verbatim(
+                answer.status,
+                answer.reason,
+                h.for_client(answer.headers),
+                immediately=length is None,
+            )
             await response.prepare(request)
             if first:
                 await response.write(first)

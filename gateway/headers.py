@@ -48,15 +48,27 @@ class Peer:
 
 
 def decode(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """Raw header bytes as text that re-encodes to the same bytes whenever it is valid UTF-8."""
-    return tuple((_text(name), _text(value)) for name, value in raw)
+    """Header bytes as the gateway holds them: text of one code point a byte (latin-1), so that
+    `encode` gives back exactly the bytes that came, UTF-8 or not."""
+    return tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
 
 
-def _text(raw: bytes) -> str:
+def encode(text: str) -> bytes:
+    """The bytes a header's text stands for. Text past U+00FF can only be from before headers
+    were held as latin-1 (a job stored by an older version, which decoded UTF-8): as UTF-8."""
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", re.ASCII)
+
+
+def writable(name: str, value: str) -> bool:
+    """Whether a header can be written as it is: a token for a name, no CR, LF or NUL in the
+    value (what a parser let through; anything else would split the head)."""
+    return _TOKEN.fullmatch(name) is not None and not any(c in value for c in "\r\n\0")
 
 
 def connection_named(headers: Sequence[Header]) -> frozenset[str]:
