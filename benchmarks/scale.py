@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmarks.rows import PACED_CONNECTIONS, RATE, Context, pid_listening, rss_kib
 from benchmarks.run import POST_1KB, gateway, interleave, post, wrk
 from gateway.jobs import new_id
-from gateway.store import schema
+from gateway.store.sqlite import schema
 
 ANSWER = json.dumps([200, "OK", [["Content-Type", "application/json"]], 12])
 WAITERS = 10_000

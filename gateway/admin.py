@@ -14,7 +14,7 @@ import time
 from gateway import jobs, units
 from gateway.config import Config
 from gateway.jobs import Job
-from gateway.store.sqlite import SQLiteStore
+from gateway.store import Store, open_store
 
 LIST_LIMIT = 1000
 
@@ -43,8 +43,7 @@ def _duration(text: str) -> float:
 
 
 async def run(config: Config, args: argparse.Namespace) -> int:
-    store = SQLiteStore(config.storage.path)
-    await store.open()
+    store = await open_store(config.storage)
     try:
         if args.verb == "list":
             found = await store.list_jobs(args.status, args.route, args.limit)
@@ -63,7 +62,7 @@ async def run(config: Config, args: argparse.Namespace) -> int:
         await store.close()
 
 
-async def _one(store: SQLiteStore, args: argparse.Namespace) -> int:
+async def _one(store: Store, args: argparse.Namespace) -> int:
     job = await store.get(args.id, time.time())
     if job is None:
         print(f"no job {args.id}", file=sys.stderr)

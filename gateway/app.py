@@ -22,8 +22,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.errors import GatewayError
 from gateway.handlers import RUNTIME, Runtime
 from gateway.metrics import Metrics
-from gateway.store import Store
-from gateway.store.sqlite import SQLiteStore
+from gateway.store import Store, open_store
 from gateway.upstream import new_session
 from gateway.workers import until_orphaned
 
@@ -59,8 +58,11 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         metrics = Metrics()
-        opened = store if store is not None else SQLiteStore(config.storage.path, metrics.commit)
-        await opened.open()
+        if store is None:
+            opened = await open_store(config.storage, metrics.commit)
+        else:
+            opened = store
+            await opened.open()
         session = new_session()
         dispatcher = Dispatcher(config, opened, session, metrics)
         deliverer = Deliverer(config, opened, session, dispatcher.endings, metrics)
@@ -104,7 +106,7 @@ async def serve(config: Config, host: str, port: int, shared_port: bool = False)
                 "event": "listening",
                 "host": host,
                 "port": port,
-                "storage": config.storage.path,
+                "storage": config.storage.where,
             },
         )
         stop = asyncio.Event()

@@ -43,6 +43,12 @@ class Server:
 @dataclass(frozen=True)
 class Storage:
     path: str = "./gateway.db"
+    url: Secret | None = None  # PostgreSQL instead of the SQLite file at `path`
+
+    @property
+    def where(self) -> str:
+        """Where the jobs are, for a log line: the file, or the URL without its password."""
+        return self.path if self.url is None else units.redacted(self.url)
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,7 @@ class _Reader:
         upstreams = self.upstreams(top)
         config = Config(
             server=self.server(),
-            storage=Storage(path=self.get("storage.path", "./gateway.db", units.string)),
+            storage=self.storage(),
             jobs=self.jobs(),
             upstreams=upstreams,
             routes=self.routes(top, upstreams),
@@ -177,6 +183,16 @@ class _Reader:
             max_body=self.get("server.max_body", 100 * 1024**2, units.size),
             shutdown_grace=self.get("server.shutdown_grace", 30.0, units.duration),
             idle_timeout=self.get("server.idle_timeout", 60.0, _some_time),
+        )
+
+    def storage(self) -> Storage:
+        found = self.mapping("storage", {"path", "url"})
+        url = self.get("storage.url", None, units.postgres_url)
+        if found and found.get("path") is not None and url is not None:
+            self.src.problem("storage.url", "path and url are exclusive: SQLite or PostgreSQL")
+        return Storage(
+            path=self.get("storage.path", "./gateway.db", units.string),
+            url=None if url is None else Secret(url),
         )
 
     def jobs(self) -> Jobs:

@@ -62,7 +62,7 @@ class Metrics:
         )
         self.commits = Histogram(
             "gateway_storage_commit_seconds",
-            "One write transaction of this process, BEGIN to its WAL synced to disk after COMMIT",
+            "One write transaction of this process, from its start to its commit being durable",
             buckets=COMMIT_BUCKETS,
             registry=r,
         )

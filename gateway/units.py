@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from standardwebhooks.webhooks import Webhook
 
@@ -174,3 +174,68 @@ def choice(*options: str) -> Callable[[object], Any]:
         return str(value)
 
     return convert
+
+
+PG_SCHEMES = frozenset({"postgresql", "postgres"})
+PG_PARAMETERS = frozenset(
+    {
+        "host", "port", "dbname", "database", "user", "password", "passfile", "service",
+        "sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslpassword", "sslnegotiation",
+        "ssl_min_protocol_version", "ssl_max_protocol_version", "target_session_attrs",
+        "krbsrvname", "gsslib", "application_name",
+    }
+)  # fmt: skip
+_PG_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.%]+\]|[^\s/?#\[\]:@,]*)(?::([0-9]{1,5}))?$")
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def postgres_url(value: object) -> str | None:
+    """libpq's URL form, checked without connecting: postgresql:// or postgres://, hosts with
+    optional ports (a list, as libpq takes it), known parameters only (`?host=/dir` for a unix
+    socket directory, `?sslmode=…`). Empty or null: none."""
+    text = string(value).strip()
+    if not text or text == "null":
+        return None
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme.lower() not in PG_SCHEMES:
+        raise ValueError("expected a postgresql:// or postgres:// URL")
+    parts = urlsplit("postgresql://" + rest)
+    if parts.fragment:
+        raise ValueError("a PostgreSQL URL takes no fragment")
+    for host in parts.netloc.rpartition("@")[2].split(","):
+        _host_port(host)
+    for name, param in parse_qsl(parts.query, keep_blank_values=True):
+        _pg_parameter(name, param)
+    return text
+
+
+def _host_port(host: str) -> None:
+    found = _PG_HOST.match(host)
+    if found is None:
+        raise ValueError(f"{host!r} is not a host name, a host:port or an [IPv6]:port")
+    if found[1] is not None and not 0 < int(found[1]) < 65536:
+        raise ValueError(f"port {found[1]} is not from 1 to 65535")
+
+
+def _pg_parameter(name: str, value: str) -> None:
+    if name not in PG_PARAMETERS:
+        raise ValueError(f"unknown parameter {name!r} (known: {', '.join(sorted(PG_PARAMETERS))})")
+    if name == "sslmode" and value not in SSLMODES:
+        raise ValueError(f"sslmode must be one of {', '.join(SSLMODES)}")
+    if name == "port" and not all(_PG_HOST.match(":" + p) for p in value.split(",")):
+        raise ValueError(f"port {value!r} is not a number")
+    if name == "host" and not value:
+        raise ValueError("host is empty")
+
+
+def redacted(url: str) -> str:
+    """The URL with any password replaced, fit for a log line."""
+    parts = urlsplit(url)
+    query = "&".join(
+        f"{k}=***" if k == "password" else f"{k}={v}" for k, v in parse_qsl(parts.query, True)
+    )
+    netloc = parts.netloc
+    users, at, hosts = netloc.rpartition("@")
+    if at and ":" in users:
+        netloc = users.split(":", 1)[0] + ":***@" + hosts
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")

@@ -236,3 +236,76 @@ def test_idle_timeout_must_be_a_positive_duration(bad: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse(MINIMAL + f"server: {{idle_timeout: {bad}}}\n", "gw.yaml", {})
     assert "server.idle_timeout" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://gw:secret@db.example.com:5432/gateway",
+        "postgres://db.example.com/gateway",
+        "postgresql:///gateway?host=/var/run/postgresql",
+        "postgresql://gw@db:5432/gateway?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+        "postgresql://gw@h1:5432,h2:5433/gateway?target_session_attrs=read-write",
+        "postgresql://[::1]:5432/gateway",
+        "postgresql://%2Fvar%2Frun%2Fpostgresql/gateway",
+    ],
+)
+def test_storage_url_takes_libpq_url_forms(url: str) -> None:
+    config = parse(MINIMAL + f"storage: {{url: '{url}'}}\n", "gw.yaml", {})
+    assert config.storage.url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://db/gateway", "expected a postgresql:// or postgres:// URL"),
+        ("db.example.com/gateway", "expected a postgresql:// or postgres:// URL"),
+        ("postgresql://db:99999/gateway", "port 99999 is not from 1 to 65535"),
+        ("postgresql://db:x5/gateway", "is not a host name, a host:port or an [IPv6]:port"),
+        ("postgresql://db/gateway?sslmode=sometimes", "sslmode must be one of disable, allow"),
+        ("postgresql://db/gateway?colour=red", "unknown parameter 'colour'"),
+        ("postgresql://db/gateway?port=\uff15\uff14", "port '\uff15\uff14' is not a number"),
+        ("postgresql://db:\u0665/gateway", "is not a host name"),
+        ("postgresql://db/gateway#top", "a PostgreSQL URL takes no fragment"),
+    ],
+)
+def test_storage_url_problems(url: str, message: str) -> None:
+    found = problems(MINIMAL + f"storage: {{url: '{url}'}}\n")
+    assert len(found) == 1
+    assert found[0].startswith("gw.yaml:3: storage.url: ")
+    assert message in found[0]
+
+
+def test_storage_path_and_url_together_are_an_error() -> None:
+    assert problems(MINIMAL + "storage: {path: gw.db, url: 'postgresql://db/gateway'}\n") == [
+        "gw.yaml:3: storage.url: path and url are exclusive: SQLite or PostgreSQL"
+    ]
+
+
+def test_storage_unknown_keys_are_errors() -> None:
+    text = MINIMAL + "storage:\n  url: postgresql://db/gateway\n  bogus: 1\n"
+    assert problems(text) == ["gw.yaml:5: storage.bogus: unknown key"]
+
+
+def test_storage_url_from_the_environment_and_its_password_never_shows() -> None:
+    text = MINIMAL + "storage: {url: '${DATABASE_URL:-}'}\n"
+    assert parse(text, "gw.yaml", {}).storage.url is None  # empty: the SQLite file
+    url = "postgresql://gw:hunter2@db/gateway?password=hunter3"
+    storage = parse(text, "gw.yaml", {"DATABASE_URL": url}).storage
+    assert storage.url == url
+    assert "hunter" not in repr(storage)
+    assert storage.where == "postgresql://gw:***@db/gateway?password=***"
+
+
+def test_check_validates_a_storage_url_without_connecting(tmp_path: Path) -> None:
+    path = tmp_path / "pg.yaml"  # nothing listens on port 1: check must not try
+    path.write_text(MINIMAL + "storage: {url: 'postgresql://gw:pw@127.0.0.1:1/gateway'}\n")
+    result = run_cli("check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    path.write_text(MINIMAL + "storage: {url: 'postgresql://127.0.0.1:1/gw?bogus=1', x: 1}\n")
+    result = run_cli("check", "--config", str(path))
+    assert result.returncode == 2
+    assert {line.split(": ")[1] for line in result.stderr.splitlines()} == {
+        "storage.url",
+        "storage.x",
+    }

@@ -11,10 +11,10 @@ import pytest
 
 from gateway.errors import IdempotencyConflict, StorageError
 from gateway.jobs import Answer, Failure, Job, NewJob, Status
-from gateway.store import CHUNK, Part, Store, statements
-from gateway.store.durability import Durability
+from gateway.store import CHUNK, Part, Store
 from gateway.store.memory import MemoryStore
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite import SQLiteStore, statements
+from gateway.store.sqlite.durability import Durability
 
 T0 = 1_700_000_000.0
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import StorageError
-from gateway.store.durability import Durability
-from gateway.store.writer import Writer
+from gateway.store.sqlite.durability import Durability
+from gateway.store.sqlite.writer import Writer
 
 
 async def test_a_failing_operation_fails_alone_and_the_batch_commits(tmp_path: Path) -> None:

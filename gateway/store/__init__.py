@@ -1,4 +1,5 @@
-"""The Store protocol: the domain verbs every storage backend implements.
+"""The Store protocol: the domain verbs every storage backend implements, and `open_store`,
+the one place that picks a backend (`memory.py`, `sqlite/`) for a configuration.
 
 Every state change is a compare-and-set (`queued → running` only if still queued, `running → …`
 only by the lease holder), so several workers or processes can share one store safely.
@@ -6,13 +7,18 @@ only by the lease holder), so several workers or processes can share one store s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from enum import IntEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from gateway.errors import StorageError
 from gateway.jobs import Answer, Callback, Failure, Job, NewJob
 
+if TYPE_CHECKING:
+    from gateway.config import Storage
+
 CHUNK = 256 * 1024  # bodies move to and from storage in pieces of at most this size
+OnCommit = Callable[[int, float], None]  # operations in one write transaction, its seconds
 
 
 class Part(IntEnum):
@@ -120,3 +126,16 @@ class Store(Protocol):
 
     async def purge(self, now: float, stale_before: float) -> int:
         """Delete jobs past retention and uploads abandoned before `stale_before`."""
+
+
+async def open_store(storage: Storage, on_commit: OnCommit | None = None) -> Store:
+    """The configured backend, opened; `on_commit` hears of each write transaction it makes.
+
+    Backends are imported here, not above: one that is not configured is never loaded."""
+    from gateway.store.sqlite import SQLiteStore
+
+    if storage.url is not None:
+        raise StorageError("storage.url: this build has no PostgreSQL store yet")
+    store = SQLiteStore(storage.path, on_commit)
+    await store.open()
+    return store

@@ -27,11 +27,12 @@ from gateway.jobs import (
     as_queued,
     fingerprint,
 )
-from gateway.store import Part, schema
-from gateway.store import statements as sql
-from gateway.store.durability import Durability
-from gateway.store.reader import Reader
-from gateway.store.writer import OnCommit, Writer
+from gateway.store import OnCommit, Part
+from gateway.store.sqlite import schema
+from gateway.store.sqlite import statements as sql
+from gateway.store.sqlite.durability import Durability
+from gateway.store.sqlite.reader import Reader
+from gateway.store.sqlite.writer import Writer
 
 BUSY_TIMEOUT_MS = 5000
 NO_CAP = 2**62  # a claim's cap when the caller sets none

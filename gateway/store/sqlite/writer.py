@@ -32,10 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gateway.errors import StorageError
-from gateway.store.durability import Durability
+from gateway.store import OnCommit
+from gateway.store.sqlite.durability import Durability
 
 Operation = Callable[[sqlite3.Connection], Any]
-OnCommit = Callable[[int, float], None]  # operations in the batch, seconds from BEGIN to on disk
 MAX_BATCH = 256
 TURN_PAUSE, TURN_PAUSE_MAX = 0.0001, 0.001  # waits between looks at another process's turn
 
