@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import handlers, operations, status
+from gateway import handlers, operations, protocol, status
 from gateway.accesslog import AccessLines, logger_class
 from gateway.callbacks import Deliverer
 from gateway.config import Config
@@ -32,7 +32,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(config: Config, store: Store | None = None) -> web.Application:
-    app = web.Application(client_max_size=config.server.max_body)
+    app = web.Application(client_max_size=config.server.max_body, middlewares=[protocol.guard])
+    expect = protocol.expect_handler(config.server.max_body)
     prefix = config.jobs.prefix
     own: dict[str, dict[str, Handler]] = {
         "/_gateway/healthz": {"GET": operations.healthz},
@@ -45,14 +46,16 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     for path, methods in own.items():
         resource = app.router.add_resource(path)
         for method, handler in methods.items():
-            resource.add_route(method, handler)
+            resource.add_route(method, handler, expect_handler=expect)
             if method == "GET":
-                resource.add_route("HEAD", handler)
-        resource.add_route("*", operations.not_allowed)
+                resource.add_route("HEAD", handler, expect_handler=expect)
+        resource.add_route("*", operations.not_allowed, expect_handler=expect)
     # The gateway's own namespace is never forwarded, whatever the routes say.
     for reserved in {"/_gateway", prefix}:
-        app.router.add_route("*", reserved + "/{tail:.*}", operations.not_ours)
-    app.router.add_route("*", "/{tail:.*}", handlers.route)
+        app.router.add_route(
+            "*", reserved + "/{tail:.*}", operations.not_ours, expect_handler=expect
+        )
+    app.router.add_route("*", "/{tail:.*}", handlers.route, expect_handler=expect)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         metrics = Metrics()
@@ -102,8 +105,12 @@ async def serve(config: Config, host: str, port: int, shared_port: bool = False)
     """Serve until SIGTERM or SIGINT, then drain as the contract says and return."""
     app = create_app(config)
     lines = AccessLines(sys.stderr)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log_class=logger_class(lines), shutdown_timeout=5.0
+    runner = protocol.Runner(
+        app,
+        idle_timeout=config.server.idle_timeout,
+        handle_signals=False,
+        access_log_class=logger_class(lines),
+        shutdown_timeout=5.0,
     )
     await runner.setup()
     try:

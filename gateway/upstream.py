@@ -71,18 +71,29 @@ async def exchange(
         async with session.request(
             method,
             URL(upstream.url + target, encoded=True),
-            headers=CIMultiDict(headers),
+            headers=CIMultiDict((_aiohttp_text(n), _aiohttp_text(v)) for n, v in headers),
             data=body,
             allow_redirects=False,
             timeout=timeout,
             compress=None,
         ) as response:
-            answer = Answer(response.status, response.reason or "", decode(response.raw_headers))
+            reason = (response.reason or "").encode("utf-8", "surrogateescape").decode("latin-1")
+            answer = Answer(response.status, reason, decode(response.raw_headers))
             yield Reply(answer, _chunks(response, upstream))
     except UpstreamFailed:
         raise
     except (TimeoutError, aiohttp.ClientError, OSError) as e:
         raise UpstreamFailed(failure_of(e, upstream)) from e
+
+
+def _aiohttp_text(text: str) -> str:
+    """The gateway's header text (one code point a byte, headers.decode) as aiohttp's client
+    takes it: aiohttp encodes text as UTF-8, so bytes that are UTF-8 go as that text and leave
+    unchanged; any other bytes go as before, re-encoded, until the gateway has its own client."""
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return text
 
 
 @functools.lru_cache(maxsize=64)
