@@ -18,6 +18,7 @@ from gateway import handlers, operations, protocol, status
 from gateway.accesslog import AccessLines, logger_class
 from gateway.callbacks import Deliverer
 from gateway.config import Config
+from gateway.console.server import Listener
 from gateway.dispatcher import Dispatcher
 from gateway.errors import GatewayError, StorageError
 from gateway.handlers import RUNTIME, Runtime
@@ -113,12 +114,15 @@ async def serve(config: Config, host: str, port: int, shared_port: bool = False)
         shutdown_timeout=5.0,
     )
     await runner.setup()
+    console = Listener(app[RUNTIME]) if config.admin.port is not None else None
     try:
         site = web.TCPSite(runner, host, port, reuse_port=shared_port)
         try:
             await site.start()
         except OSError as e:
             raise GatewayError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+        if console is not None:
+            await console.start(shared_port)
         log.info(
             "listening",
             extra={
@@ -139,8 +143,12 @@ async def serve(config: Config, host: str, port: int, shared_port: bool = False)
         log.info("draining", extra={"event": "draining", "grace_s": config.server.shutdown_grace})
         runtime = app[RUNTIME]
         runtime.draining = True
+        if console is not None:
+            await console.close()  # live streams told `bye` first: no browser holds this up
         await runtime.dispatcher.drain(config.server.shutdown_grace)
     finally:
+        if console is not None:
+            await console.close()
         await runner.cleanup()
         lines.flush()
     log.info("stopped", extra={"event": "stopped"})
