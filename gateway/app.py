@@ -24,7 +24,7 @@ from gateway.errors import GatewayError, StorageError
 from gateway.handlers import RUNTIME, Runtime
 from gateway.metrics import Metrics
 from gateway.store import Store, open_store
-from gateway.upstream import new_session
+from gateway.upstream import new_pool, new_session
 from gateway.workers import until_orphaned
 
 log = logging.getLogger("gateway")
@@ -65,15 +65,15 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         else:
             opened = store
             await opened.open()
-        session = new_session()
-        dispatcher = Dispatcher(config, opened, session, metrics)
+        session, pool = new_session(), new_pool()
+        dispatcher = Dispatcher(config, opened, pool, metrics)
         deliverer = Deliverer(config, opened, session, dispatcher.endings, metrics)
         opened.on_end(dispatcher.endings.ended, dispatcher.endings.watched)
         try:
             key = await opened.key()
         except StorageError:  # a database not up yet: served as in an outage until it is
             key = b""
-        runtime = Runtime(config, opened, session, dispatcher, key, metrics)
+        runtime = Runtime(config, opened, pool, dispatcher, key, metrics)
         app[RUNTIME] = runtime
         keyed = asyncio.ensure_future(_bind_key(runtime))
         dispatcher.start()
@@ -86,6 +86,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
             await deliverer.stop()
             await dispatcher.stop()
             await session.close()
+            await pool.close()
             await opened.close()
 
     app.cleanup_ctx.append(lifecycle)

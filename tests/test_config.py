@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -309,3 +310,15 @@ def test_check_validates_a_storage_url_without_connecting(tmp_path: Path) -> Non
         "storage.url",
         "storage.x",
     }
+
+
+def test_workers_auto_is_the_cores_a_container_may_use(tmp_path: Path) -> None:
+    mine = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # --cpus 1.5
+    assert units.cores(quota) == min(mine, 2)
+    quota.write_text("50000 100000\n")
+    assert units.cores(quota) == 1
+    quota.write_text("max 100000\n")
+    assert units.cores(quota) == mine
+    assert units.cores(tmp_path / "absent") == mine
