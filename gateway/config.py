@@ -38,6 +38,7 @@ class Server:
     trust_forwarded: bool = False
     max_body: int = 100 * 1024**2
     shutdown_grace: float = 30.0
+    idle_timeout: float = 60.0  # a client connection idle, or stalled mid-request, this long
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,13 @@ class Config:
         return next((r for r in self.routes if r.matches(path, method)), None)
 
 
+def _some_time(value: object) -> float:
+    seconds = units.duration(value)
+    if seconds <= 0:
+        raise ValueError("must be longer than 0s")
+    return seconds
+
+
 def _optional_port(value: object) -> int | None:
     """A port, or none for an empty string (`${GATEWAY_ADMIN_PORT:-}` left unset)."""
     return None if value == "" else units.port(value)
@@ -202,6 +210,7 @@ class _Reader:
             trust_forwarded=self.get("server.trust_forwarded", False, units.boolean),
             max_body=self.get("server.max_body", 100 * 1024**2, units.size),
             shutdown_grace=self.get("server.shutdown_grace", 30.0, units.duration),
+            idle_timeout=self.get("server.idle_timeout", 60.0, _some_time),
         )
 
     def storage(self) -> Storage:

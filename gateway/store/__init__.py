@@ -1,5 +1,5 @@
 """The Store protocol: the domain verbs every storage backend implements, and `open_store`,
-the one place that picks a backend (`memory.py`, `sqlite/`) for a configuration.
+the one place that picks a backend (`memory.py`, `sqlite/`, `postgres/`) for a configuration.
 
 Every state change is a compare-and-set (`queued → running` only if still queued, `running → …`
 only by the lease holder), so several workers or processes can share one store safely.
@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable, Collection
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
-from gateway.errors import StorageError
 from gateway.jobs import Answer, Callback, Failure, Job, NewJob
 
 if TYPE_CHECKING:
@@ -34,6 +33,10 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise StorageError unless storage can be read now."""
+
+    def on_end(self, ended: Callable[[str], None], watched: Callable[[], Collection[str]]) -> None:
+        """Call `ended(job_id)` when another process (another replica) ends a job, if this
+        store hears of that; after a gap in hearing, for each job of `watched()` that ended."""
 
     async def key(self) -> bytes:
         """A random key kept in the store and shared by every process using it."""
@@ -153,10 +156,14 @@ async def open_store(storage: Storage, on_commit: OnCommit | None = None) -> Sto
     """The configured backend, opened; `on_commit` hears of each write transaction it makes.
 
     Backends are imported here, not above: one that is not configured is never loaded."""
-    from gateway.store.sqlite import SQLiteStore
-
+    store: Store
     if storage.url is not None:
-        raise StorageError("storage.url: this build has no PostgreSQL store yet")
-    store = SQLiteStore(storage.path, on_commit)
+        from gateway.store.postgres import PostgresStore
+
+        store = PostgresStore(storage.url, on_commit)
+    else:
+        from gateway.store.sqlite import SQLiteStore
+
+        store = SQLiteStore(storage.path, on_commit)
     await store.open()
     return store

@@ -6,8 +6,9 @@ Nothing survives the process; every verb keeps the same compare-and-set rules as
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import secrets
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 
 from gateway.errors import IdempotencyConflict
 from gateway.jobs import (
@@ -39,12 +40,14 @@ class _Row:
 
 
 class MemoryStore:
-    def __init__(self) -> None:
-        self._rows: dict[str, _Row] = {}
-        self._seq = 0
-        self._key = secrets.token_bytes(32)
-        self._keys: dict[str, tuple[str, str]] = {}  # idempotency key → (job id, fingerprint)
-        self._callbacks: dict[str, tuple[Callback, float]] = {}  # webhook id → (it, next_at)
+    def __init__(self, twin: MemoryStore | None = None) -> None:
+        """With `twin`, another instance on the same data, as two processes on one database."""
+        self._rows: dict[str, _Row] = twin._rows if twin else {}
+        self._seqs: Iterator[int] = twin._seqs if twin else itertools.count(1)
+        self._key: bytes = twin._key if twin else secrets.token_bytes(32)
+        # idempotency key → (job id, fingerprint); webhook id → (callback, next_at)
+        self._keys: dict[str, tuple[str, str]] = twin._keys if twin else {}
+        self._callbacks: dict[str, tuple[Callback, float]] = twin._callbacks if twin else {}
 
     async def open(self) -> None:
         return None
@@ -54,6 +57,9 @@ class MemoryStore:
 
     async def ping(self) -> None:
         return None
+
+    def on_end(self, ended: Callable[[str], None], watched: Callable[[], Collection[str]]) -> None:
+        """Ends made by other processes are not heard of: their waiters read at their timeout."""
 
     async def key(self) -> bytes:
         return self._key
@@ -70,9 +76,8 @@ class MemoryStore:
             return self._rows[earlier[0]].job
         if job.idempotency_key:
             self._keys[job.idempotency_key] = (job.id, digest.hexdigest())
-        self._seq += 1
         stored = as_queued(job, sum(map(len, chunks)))
-        self._rows[job.id] = _Row(stored, self._seq, bodies={Part.REQUEST: chunks})
+        self._rows[job.id] = _Row(stored, next(self._seqs), bodies={Part.REQUEST: chunks})
         return stored
 
     async def get(self, job_id: str, now: float, *, request: bool = False) -> Job | None:

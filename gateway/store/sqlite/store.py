@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 from gateway import encoding
@@ -28,6 +28,7 @@ from gateway.jobs import (
     fingerprint,
 )
 from gateway.store import OnCommit, Part
+from gateway.store.rows import job_of
 from gateway.store.sqlite import console_sql, schema
 from gateway.store.sqlite import statements as sql
 from gateway.store.sqlite.durability import Durability
@@ -81,6 +82,9 @@ class SQLiteStore:
     async def ping(self) -> None:
         await self._reader.all("SELECT 1", ())
 
+    def on_end(self, ended: Callable[[str], None], watched: Callable[[], Collection[str]]) -> None:
+        """Ends made by other processes are not heard of: their waiters read at their timeout."""
+
     async def key(self) -> bytes:
         """A random key kept in the store, shared by every process that uses it."""
 
@@ -117,7 +121,7 @@ class SQLiteStore:
         row = await self._reader.one(sql.GET_WITH_REQUEST if request else sql.GET, (job_id, now))
         if not row:
             return None
-        job = sql.job_of(row)
+        job = job_of(row)
         if job.status in FINAL and not self._durability.settled():
             try:  # its end may be committed and not yet on disk: make sure before showing it
                 await asyncio.to_thread(self._durability.sync)
@@ -161,7 +165,7 @@ class SQLiteStore:
 
     async def running(self) -> list[Job]:
         rows = await self._reader.all(sql.RUNNING, ())
-        return [sql.job_of(r) for r in rows]
+        return [job_of(r) for r in rows]
 
     # -- transitions, each a compare-and-set --------------------------------------
 
@@ -180,7 +184,7 @@ class SQLiteStore:
     ) -> list[Job]:
         most = NO_CAP if cap is None else cap
         args = (owner, lease_until, now, upstream, now, limit, most, upstream)
-        taken = [sql.job_of(row) for row in await self._writer.run(sql.call(sql.claim, args))]
+        taken = [job_of(row) for row in await self._writer.run(sql.call(sql.claim, args))]
         return sorted(taken, key=lambda job: (job.created_at, job.id))
 
     async def complete(
@@ -241,7 +245,7 @@ class SQLiteStore:
 
     async def list_jobs(self, status: str | None, route: str | None, limit: int) -> list[Job]:
         rows = await self._reader.all(sql.LIST, (status, status, route, route, limit))
-        return [sql.job_of(r) for r in rows]
+        return [job_of(r) for r in rows]
 
     async def purge_finished(self, before: float) -> int:
         total = 0

@@ -1,0 +1,326 @@
+"""The PostgreSQL Store: replicas on any hosts share one database and act as one gateway.
+
+Each verb is one short transaction (a body's pieces one each), never held open while bytes
+move to or from a client or an upstream. The SQL is in `statements.py`, the connections and
+what an outage does in `connection.py`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Any
+
+from gateway import encoding
+from gateway.errors import IdempotencyConflict, StorageError
+from gateway.jobs import Answer, Callback, Failure, Job, NewJob, Status, as_queued, fingerprint
+from gateway.jobs import new_webhook_id as webhook_id
+from gateway.store import OnCommit, Part
+from gateway.store.postgres import statements as sql
+from gateway.store.postgres.connection import Database
+from gateway.store.postgres.schema import Connection
+from gateway.store.rows import LEASE_UNTIL, job_of
+
+NO_CAP = 2**62
+
+
+class PostgresStore:
+    def __init__(self, url: str, on_commit: OnCommit | None = None) -> None:
+        self._db = Database(url, on_commit)
+        self._beats: dict[str, float] = {}  # owner → when its heartbeat was last written
+        self._key_owed = False
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    def on_end(self, ended: Callable[[str], None], watched: Callable[[], Collection[str]]) -> None:
+        self._db.on_end(ended, watched)
+
+    async def ping(self) -> None:
+        """Storage can be read and written now: one write of one row, committed."""
+        async with self._db.transaction() as c:
+            await c.execute(sql.PING)
+
+    async def key(self) -> bytes:
+        try:
+            key = await self._db.key()
+        except StorageError:
+            self._key_owed = True  # no accept until the caller has the key it binds with
+            raise
+        self._key_owed = False
+        return key
+
+    # -- accepting ---------------------------------------------------------------
+
+    async def accept(self, job: NewJob, body: AsyncIterator[bytes]) -> Job:
+        if self._key_owed:
+            raise StorageError("PostgreSQL: the binding key is not known yet")
+        digest = fingerprint(job)
+        first = await anext(body, b"")
+        digest.update(first)
+        second = await anext(body, None)
+        if second is None:  # the common case: the whole request in one transaction
+            async with self._db.transaction() as c:
+                kept = await self._enqueue(c, job, digest.hexdigest(), first)
+            return as_queued(job, len(first)) if kept == job.id else await self._job(kept)
+        async with self._db.transaction() as c:
+            await self._insert(c, job, Status.RECEIVING, first)
+        try:
+            size, n = len(first), 1
+            async for chunk in _chain(second, body):
+                digest.update(chunk)
+                async with self._db.transaction() as c:
+                    await c.execute(sql.PUT_PIECE, job.id, Part.REQUEST, n, chunk)
+                size, n = size + len(chunk), n + 1
+            async with self._db.transaction() as c:
+                kept = await self._enqueue(c, job, digest.hexdigest(), size)
+        except BaseException:
+            async with self._db.transaction() as c:
+                await c.execute(sql.DELETE_JOB, job.id)
+            raise
+        return as_queued(job, size) if kept == job.id else await self._job(kept)
+
+    async def _insert(self, c: Connection, job: NewJob, status: Status, first: bytes) -> None:
+        await c.execute(
+            sql.INSERT, job.id, job.route, job.upstream, str(status), job.method, job.target,
+            encoding.dumps_text(job.headers), len(first), job.retry_on_interrupt, job.binding,
+            job.callback, job.created_at,
+        )  # fmt: skip
+        await c.execute(sql.PUT_PIECE, job.id, Part.REQUEST, 0, first)
+
+    async def _enqueue(self, c: Connection, job: NewJob, digest: str, body: bytes | int) -> str:
+        """Queue the job, or keep the live job already stored under its Idempotency-Key (the
+        same request; another is a conflict). The key's lock makes two accepts under one key,
+        on any replicas, one job: the second reads the key after the first committed."""
+        if job.idempotency_key:
+            await c.execute(sql.LOCK, "gateway:key:" + job.idempotency_key)
+            earlier = await c.fetchrow(sql.KEY_HOLDER, job.idempotency_key, job.created_at)
+            if earlier is not None:
+                if earlier[1] != digest:
+                    raise IdempotencyConflict("the key was used for another request")
+                if isinstance(body, int):
+                    await c.execute(sql.DELETE_JOB, job.id)
+                return str(earlier[0])
+            await c.execute(sql.TAKE_KEY, job.idempotency_key, job.id, digest)
+        if isinstance(body, bytes):
+            await self._insert(c, job, Status.QUEUED, body)
+        else:
+            await c.execute(sql.QUEUE_RECEIVED, job.id, body)
+        return job.id
+
+    # -- reading -----------------------------------------------------------------
+
+    async def get(self, job_id: str, now: float, *, request: bool = False) -> Job | None:
+        async with self._db.connection() as c:
+            row = await c.fetchrow(sql.GET_WITH_REQUEST if request else sql.GET, job_id, now)
+        return job_of(row) if row else None
+
+    async def _job(self, job_id: str) -> Job:
+        job = await self.get(job_id, 0.0)
+        if job is None:
+            raise StorageError(f"job {job_id} vanished")
+        return job
+
+    async def body(self, job_id: str, part: Part) -> AsyncIterator[bytes]:
+        n, more = 0, True
+        while more:
+            async with self._db.connection() as c:  # one piece a query: nothing held between
+                row = await c.fetchrow(sql.PIECE, job_id, int(part), n)
+            if row is None:
+                if n:
+                    raise StorageError(f"job {job_id}: the body was removed while it was read")
+                return
+            yield bytes(row[0])
+            n, more = n + 1, bool(row[1])
+
+    async def list_jobs(self, status: str | None, route: str | None, limit: int) -> list[Job]:
+        async with self._db.connection() as c:
+            return [job_of(r) for r in await c.fetch(sql.LIST, status, route, limit)]
+
+    async def queued(self, at_most: int) -> int:
+        async with self._db.connection() as c:
+            return int(await c.fetchval(sql.QUEUED, at_most))
+
+    async def queued_by_upstream(self) -> dict[str, int]:
+        async with self._db.connection() as c:
+            rows = await c.fetch(sql.QUEUED_BY_UPSTREAM)
+        return {str(upstream): int(count) for upstream, count in rows}
+
+    async def running(self) -> list[Job]:
+        """Each lease's end is given on this host's clock: now plus what the database's clock
+        says is left, so no decision compares two hosts' clocks."""
+        async with self._db.connection() as c:
+            rows = await c.fetch(sql.RUNNING)
+        here = time.time()
+        jobs = []
+        for row in rows:
+            fields = list(row)
+            fields[LEASE_UNTIL] = here + float(fields[LEASE_UNTIL])
+            jobs.append(job_of(fields))
+        return jobs
+
+    # -- transitions, each a compare-and-set --------------------------------------
+
+    async def claim(self, upstream: str, owner: str, now: float, lease_until: float) -> Job | None:
+        taken = await self.claim_many(upstream, owner, now, lease_until, 1)
+        return taken[0] if taken else None
+
+    async def claim_many(
+        self,
+        upstream: str,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        cap: int | None = None,
+    ) -> list[Job]:
+        await self._beat(owner, lease_until - now)
+        most = NO_CAP if cap is None else cap
+        async with self._db.transaction() as c:
+            await c.execute(sql.LOCK, "gateway:claim:" + upstream)
+            rows = await c.fetch(sql.CLAIM, upstream, limit, most, owner, now)
+            if rows:  # an answer half-stored by an earlier try is dropped
+                await c.execute(sql.DROP_ANSWERS, [row[0] for row in rows])
+        return sorted((job_of(r) for r in rows), key=lambda job: (job.created_at, job.id))
+
+    async def _beat(self, owner: str, lease: float) -> None:
+        """This process's heartbeat, before a claim or a steal, if the last is getting old."""
+        if time.monotonic() - self._beats.get(owner, -1e9) < lease / 3:
+            return
+        async with self._db.transaction() as c:
+            await c.execute(sql.BEAT, owner, lease)
+        self._beats[owner] = time.monotonic()
+
+    async def renew(self, owner: str, job_ids: Collection[str], lease_until: float) -> None:
+        async with self._db.transaction() as c:
+            await c.execute(sql.BEAT, owner, lease_until - time.time())
+            await c.execute(sql.ORPHANS, owner, list(job_ids))
+        self._beats[owner] = time.monotonic()
+
+    async def steal(self, job: Job, owner: str, lease_until: float) -> bool:
+        await self._beat(owner, lease_until - time.time())
+        return await self._swap(sql.STEAL, job.id, owner, job.owner, job.attempts)
+
+    async def _swap(self, update: str, *args: Any) -> bool:
+        async with self._db.transaction() as c:
+            return str(await c.execute(update, *args)).endswith(" 1")
+
+    async def complete(
+        self,
+        job_id: str,
+        owner: str,
+        answer: Answer,
+        body: AsyncIterator[bytes],
+        now: float,
+        expires_at: float,
+    ) -> bool:
+        size, n, last = 0, 0, b""
+        try:
+            async for chunk in body:  # the last piece goes with the completion
+                if n:
+                    async with self._db.transaction() as c:
+                        await c.execute(sql.PUT_PIECE, job_id, Part.ANSWER, n - 1, last)
+                size, n, last = size + len(chunk), n + 1, chunk
+        except BaseException:
+            async with self._db.transaction() as c:
+                await c.execute(sql.DROP_PART, job_id, Part.ANSWER)
+            raise
+        head = encoding.dumps_text([answer.status, answer.reason, answer.headers, size])
+        async with self._db.transaction() as c:
+            if n:
+                await c.execute(sql.PUT_PIECE, job_id, Part.ANSWER, n - 1, last)
+            done = await self._finish(c, job_id, owner, "completed", now, expires_at, head)
+            await c.execute(sql.DROP_PART, job_id, Part.REQUEST if done else Part.ANSWER)
+        return done
+
+    async def fail(
+        self, job_id: str, owner: str, failure: Failure, now: float, expires_at: float
+    ) -> bool:
+        cause = encoding.dumps_text([failure.kind, failure.detail, failure.sent])
+        async with self._db.transaction() as c:
+            return await self._finish(c, job_id, owner, "failed", now, expires_at, None, cause)
+
+    async def _finish(
+        self,
+        c: Connection,
+        job_id: str,
+        owner: str,
+        status: str,
+        now: float,
+        expires_at: float,
+        answer: str | None,
+        failure: str | None = None,
+    ) -> bool:
+        row = await c.fetchrow(sql.FINISH, job_id, owner, status, now, expires_at, answer, failure)
+        if row is None:
+            return False
+        await self._ended(c, job_id, row[0])
+        return True
+
+    async def _ended(self, c: Connection, job_id: str, callback: str | None) -> None:
+        """In the transaction that ends the job: the callback it owes, and the word to every
+        replica (delivered at commit, only if it commits)."""
+        if callback is not None:
+            await c.execute(sql.OWE_CALLBACK, webhook_id(), job_id, callback)
+        await c.execute(sql.NOTIFY, job_id)
+
+    async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
+        return await self._swap(sql.REQUEUE, job_id, owner, not_before)
+
+    async def cancel(self, job_id: str, now: float, expires_at: float) -> bool:
+        async with self._db.transaction() as c:
+            row = await c.fetchrow(sql.CANCEL, job_id, now, expires_at)
+            if row is None:
+                return False
+            await c.execute("DELETE FROM bodies WHERE job_id = $1", job_id)
+            await self._ended(c, job_id, row[0])
+        return True
+
+    async def forget(self, job_id: str) -> bool:
+        async with self._db.transaction() as c:
+            if await c.fetchval(sql.FORGET, job_id) is None:
+                return False
+            await c.execute(sql.DELETE_JOB, job_id)
+        return True
+
+    async def retry(self, job_id: str) -> bool:
+        return await self._swap(sql.RETRY, job_id)
+
+    async def due_callback(self, now: float, lease_until: float) -> Callback | None:
+        async with self._db.transaction() as c:
+            row = await c.fetchrow(sql.DUE_CALLBACK, lease_until - now)
+        return Callback(*row) if row else None
+
+    async def callback_done(self, webhook_id: str) -> None:
+        async with self._db.transaction() as c:
+            await c.execute(sql.CALLBACK_DONE, webhook_id)
+
+    async def callback_later(self, webhook_id: str, next_at: float) -> None:
+        async with self._db.transaction() as c:
+            await c.execute(sql.CALLBACK_LATER, webhook_id, next_at - time.time())
+
+    async def purge_finished(self, before: float) -> int:
+        total = 0
+        while (deleted := await self._delete(sql.FINISHED_BEFORE, before)) > 0:
+            total += deleted
+        return total
+
+    async def purge(self, now: float, stale_before: float) -> int:
+        deleted = await self._delete(sql.EXPIRED, now, stale_before)
+        if not deleted:
+            async with self._db.transaction() as c:
+                await c.execute(sql.DEAD_REPLICAS)
+        return deleted
+
+    async def _delete(self, query: str, *args: Any) -> int:
+        async with self._db.transaction() as c:
+            return int(str(await c.execute(query, *args)).rsplit(" ", 1)[1])
+
+
+async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield head
+    async for chunk in rest:
+        yield chunk
