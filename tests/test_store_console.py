@@ -1,6 +1,5 @@
-"""The console's Store verbs: the same contract over every backend (the `store` fixture of the
-Store suite), then the SQLite plans that keep them cheap with a million jobs stored."""
-# ruff: noqa: F811  (tests take the Store suite's `store` fixture, imported by name)
+"""The console's Store verbs: the same contract over every backend (the `store` fixture of
+tests/stores.py), then the SQLite plans that keep them cheap with a million jobs stored."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from gateway.jobs import Answer, Failure, NewJob, Status
 from gateway.store import Store
 from gateway.store.sqlite import SQLiteStore, console_sql
 from gateway.store.views import Filter, split_target
-from tests.test_store import T0, pieces, store  # noqa: F401
+from tests.test_store import T0, pieces
 
 FAILED = Filter(status=Status.FAILED)
 
@@ -171,18 +170,15 @@ async def test_bulk_retries_racing_queue_each_job_once(store: Store) -> None:
     assert await store.count_jobs(Filter(status=Status.QUEUED), 50) == 9
 
 
-async def test_bulk_retries_from_two_processes_queue_each_job_once(tmp_path: Path) -> None:
-    stores = [SQLiteStore(str(tmp_path / "race.db")) for _ in range(2)]
-    for one in stores:
-        await one.open()
-    try:
-        for n in range(20):
-            await failed(stores[0], f"f{n}")
-        both = await asyncio.gather(*(s.retry_failed(FAILED, T0 + 1, 3) for s in stores))
-        assert sum(both) == 20
-    finally:
-        for one in stores:
-            await one.close()
+async def test_bulk_retries_from_two_processes_queue_each_job_once(
+    store_pair: tuple[Store, Store],
+) -> None:
+    one, two = store_pair
+    for n in range(20):
+        await failed(one, f"f{n}")
+    both = await asyncio.gather(*(s.retry_failed(FAILED, T0 + 1, 3) for s in store_pair))
+    assert sum(both) == 20
+    assert await two.count_jobs(Filter(status=Status.QUEUED), 50) == 20
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,12 @@ from gateway.errors import IdempotencyConflict, StorageError
 from gateway.jobs import Answer, Callback, Failure, Job, NewJob, Status, as_queued, fingerprint
 from gateway.jobs import new_webhook_id as webhook_id
 from gateway.store import OnCommit, Part
+from gateway.store.postgres import console_sql
 from gateway.store.postgres import statements as sql
 from gateway.store.postgres.connection import Database
 from gateway.store.postgres.schema import Connection
 from gateway.store.rows import LEASE_UNTIL, job_of
+from gateway.store.views import Filter, JobRow, Lane
 
 NO_CAP = 2**62
 
@@ -318,6 +320,23 @@ class PostgresStore:
     async def _delete(self, query: str, *args: Any) -> int:
         async with self._db.transaction() as c:
             return int(str(await c.execute(query, *args)).rsplit(" ", 1)[1])
+
+    # -- the console's reads (console_sql.py) --------------------------------------
+
+    async def lanes(self, upstreams: Collection[str], since: float, at_most: int) -> list[Lane]:
+        return await console_sql.lanes(self._db, upstreams, since, at_most)
+
+    async def find_jobs(self, where: Filter, after: str | None, limit: int) -> list[JobRow]:
+        return await console_sql.find_jobs(self._db, where, after, limit)
+
+    async def find_job(self, job_id: str, now: float) -> JobRow | None:
+        return await console_sql.find_job(self._db, job_id, now)
+
+    async def count_jobs(self, where: Filter, at_most: int) -> int:
+        return await console_sql.count_jobs(self._db, where, at_most)
+
+    async def retry_failed(self, where: Filter, ended_before: float, batch: int) -> int:
+        return await console_sql.retry_failed(self._db, where, ended_before, batch)
 
 
 async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
