@@ -7,8 +7,9 @@ what an outage does in `connection.py`.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 from gateway import encoding
@@ -22,6 +23,7 @@ from gateway.store.postgres.schema import Connection
 from gateway.store.rows import LEASE_UNTIL, job_of
 
 NO_CAP = 2**62
+PERSIST, PERSIST_PAUSE = 10.0, 0.25  # how long, how often a job's end is tried again
 
 
 class PostgresStore:
@@ -41,6 +43,7 @@ class PostgresStore:
 
     async def ping(self) -> None:
         """Storage can be read and written now: one write of one row, committed."""
+        self._keyed()
         async with self._db.transaction() as c:
             await c.execute(sql.PING)
 
@@ -48,16 +51,21 @@ class PostgresStore:
         try:
             key = await self._db.key()
         except StorageError:
-            self._key_owed = True  # no accept until the caller has the key it binds with
+            self._key_owed = True
             raise
         self._key_owed = False
         return key
 
+    def _keyed(self) -> None:
+        """A store whose key was asked for and not given yet serves no client: a status URL
+        checked or a job bound with another key than the other replicas' would be wrong."""
+        if self._key_owed:
+            raise StorageError("PostgreSQL: the binding key is not known yet")
+
     # -- accepting ---------------------------------------------------------------
 
     async def accept(self, job: NewJob, body: AsyncIterator[bytes]) -> Job:
-        if self._key_owed:
-            raise StorageError("PostgreSQL: the binding key is not known yet")
+        self._keyed()
         digest = fingerprint(job)
         first = await anext(body, b"")
         digest.update(first)
@@ -114,6 +122,7 @@ class PostgresStore:
     # -- reading -----------------------------------------------------------------
 
     async def get(self, job_id: str, now: float, *, request: bool = False) -> Job | None:
+        self._keyed()
         async with self._db.connection() as c:
             row = await c.fetchrow(sql.GET_WITH_REQUEST if request else sql.GET, job_id, now)
         return job_of(row) if row else None
@@ -229,19 +238,27 @@ class PostgresStore:
                 await c.execute(sql.DROP_PART, job_id, Part.ANSWER)
             raise
         head = encoding.dumps_text([answer.status, answer.reason, answer.headers, size])
-        async with self._db.transaction() as c:
-            if n:
-                await c.execute(sql.PUT_PIECE, job_id, Part.ANSWER, n - 1, last)
-            done = await self._finish(c, job_id, owner, "completed", now, expires_at, head)
-            await c.execute(sql.DROP_PART, job_id, Part.REQUEST if done else Part.ANSWER)
-        return done
+
+        async def record() -> bool:
+            async with self._db.transaction() as c:
+                if n:
+                    await c.execute(sql.PUT_PIECE, job_id, Part.ANSWER, n - 1, last)
+                done = await self._finish(c, job_id, owner, "completed", now, expires_at, head)
+                await c.execute(sql.DROP_PART, job_id, Part.REQUEST if done else Part.ANSWER)
+            return done
+
+        return await _persist(record)
 
     async def fail(
         self, job_id: str, owner: str, failure: Failure, now: float, expires_at: float
     ) -> bool:
         cause = encoding.dumps_text([failure.kind, failure.detail, failure.sent])
-        async with self._db.transaction() as c:
-            return await self._finish(c, job_id, owner, "failed", now, expires_at, None, cause)
+
+        async def record() -> bool:
+            async with self._db.transaction() as c:
+                return await self._finish(c, job_id, owner, "failed", now, expires_at, None, cause)
+
+        return await _persist(record)
 
     async def _finish(
         self,
@@ -268,7 +285,7 @@ class PostgresStore:
         await c.execute(sql.NOTIFY, job_id)
 
     async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
-        return await self._swap(sql.REQUEUE, job_id, owner, not_before)
+        return await _persist(lambda: self._swap(sql.REQUEUE, job_id, owner, not_before))
 
     async def cancel(self, job_id: str, now: float, expires_at: float) -> bool:
         async with self._db.transaction() as c:
@@ -318,6 +335,20 @@ class PostgresStore:
     async def _delete(self, query: str, *args: Any) -> int:
         async with self._db.transaction() as c:
             return int(str(await c.execute(query, *args)).rsplit(" ", 1)[1])
+
+
+async def _persist(record: Callable[[], Awaitable[bool]]) -> bool:
+    """The record of a call that already happened, tried again while the database is away
+    (up to PERSIST seconds, within the lease): an outage of a few seconds then costs no job its
+    outcome. A lease lost meanwhile makes the record a no-op, as ever."""
+    deadline = time.monotonic() + PERSIST
+    while True:
+        try:
+            return await record()
+        except StorageError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(PERSIST_PAUSE)
 
 
 async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
