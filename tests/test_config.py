@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,7 @@ def test_minimal_file_takes_every_default() -> None:
     config = parse(MINIMAL, "gw.yaml", {})
     assert config.server.port == 8080 and config.server.host == "127.0.0.1"
     assert config.server.max_body == 100 * 1024**2
+    assert config.server.idle_timeout == 60
     assert config.jobs.prefix == "/_gateway/jobs" and config.jobs.retention == 86400
     assert config.jobs.bind_headers == ("Authorization",)
     [route] = config.routes
@@ -224,6 +226,19 @@ def test_a_port_in_use_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
+@pytest.mark.parametrize(("text", "seconds"), [("250ms", 0.25), ("75s", 75), ("2m", 120), (5, 5)])
+def test_idle_timeout_is_a_duration(text: object, seconds: float) -> None:
+    config = parse(MINIMAL + f"server: {{idle_timeout: {text}}}\n", "gw.yaml", {})
+    assert config.server.idle_timeout == seconds
+
+
+@pytest.mark.parametrize("bad", ["0s", "0", "soon", "-5s"])
+def test_idle_timeout_must_be_a_positive_duration(bad: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(MINIMAL + f"server: {{idle_timeout: {bad}}}\n", "gw.yaml", {})
+    assert "server.idle_timeout" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -295,3 +310,15 @@ def test_check_validates_a_storage_url_without_connecting(tmp_path: Path) -> Non
         "storage.url",
         "storage.x",
     }
+
+
+def test_workers_auto_is_the_cores_a_container_may_use(tmp_path: Path) -> None:
+    mine = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # --cpus 1.5
+    assert units.cores(quota) == min(mine, 2)
+    quota.write_text("50000 100000\n")
+    assert units.cores(quota) == 1
+    quota.write_text("max 100000\n")
+    assert units.cores(quota) == mine
+    assert units.cores(tmp_path / "absent") == mine

@@ -15,6 +15,7 @@ from gateway.jobs import Answer, Callback, Failure, Job, NewJob
 
 if TYPE_CHECKING:
     from gateway.config import Storage
+    from gateway.store.views import Filter, JobRow, Lane
 
 CHUNK = 256 * 1024  # bodies move to and from storage in pieces of at most this size
 OnCommit = Callable[[int, float], None]  # operations in one write transaction, its seconds
@@ -129,6 +130,26 @@ class Store(Protocol):
 
     async def purge(self, now: float, stale_before: float) -> int:
         """Delete jobs past retention and uploads abandoned before `stale_before`."""
+
+    # -- the operator console's reads: projections without headers, bodies or bindings ------
+
+    async def lanes(self, upstreams: Collection[str], since: float, at_most: int) -> list[Lane]:
+        """Each upstream's queued and running jobs, its oldest waiting job's arrival, its jobs
+        ended since `since` by outcome and its failed jobs kept; counts stop at `at_most`."""
+
+    async def find_jobs(self, where: Filter, after: str | None, limit: int) -> list[JobRow]:
+        """Jobs matching `where`, newest first, from just past the row whose key is `after`:
+        paged by key, so a page stays the same while jobs arrive."""
+
+    async def find_job(self, job_id: str, now: float) -> JobRow | None:
+        """One job as the console shows it, or None as `get` would say."""
+
+    async def count_jobs(self, where: Filter, at_most: int) -> int:
+        """How many jobs match `where`, or `at_most` if that many or more."""
+
+    async def retry_failed(self, where: Filter, ended_before: float, batch: int) -> int:
+        """Every failed job matching `where` that ended before `ended_before` back to queued,
+        `batch` at a time, each batch a compare-and-set; how many were queued again."""
 
 
 async def open_store(storage: Storage, on_commit: OnCommit | None = None) -> Store:

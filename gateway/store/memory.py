@@ -24,7 +24,8 @@ from gateway.jobs import (
     fingerprint,
     new_webhook_id,
 )
-from gateway.store import Part
+from gateway.store import Part, views
+from gateway.store.views import OUTCOMES, Filter, JobRow, Lane
 
 
 @dataclasses.dataclass
@@ -278,3 +279,52 @@ class MemoryStore:
         for job_id in gone:
             del self._rows[job_id]
         return len(gone)
+
+    # -- the console's reads --------------------------------------------------------
+
+    async def lanes(self, upstreams: Collection[str], since: float, at_most: int) -> list[Lane]:
+        return [self._lane(name, since, at_most) for name in upstreams]
+
+    def _lane(self, upstream: str, since: float, at_most: int) -> Lane:
+        jobs = [r.job for r in self._rows.values() if r.job.upstream == upstream]
+        queued = [j for j in jobs if j.status == Status.QUEUED]
+        ended = {
+            str(outcome): sum(
+                1 for j in jobs if j.status == outcome and (j.finished_at or 0) >= since
+            )
+            for outcome in OUTCOMES
+        }
+        return Lane(
+            upstream=upstream,
+            queued=min(at_most, len(queued)),
+            running=sum(1 for j in jobs if j.status == Status.RUNNING),
+            oldest_queued_at=min((j.created_at for j in queued), default=None),
+            ended={k: min(at_most, n) for k, n in ended.items()},
+            failed=min(at_most, sum(1 for j in jobs if j.status == Status.FAILED)),
+        )
+
+    def _matching(self, where: Filter) -> list[_Row]:
+        rows = sorted(self._rows.values(), key=lambda r: -r.seq)
+        return [r for r in rows if where.matches(r.job)]
+
+    async def find_jobs(self, where: Filter, after: str | None, limit: int) -> list[JobRow]:
+        before = int(after) if after else None
+        found = [r for r in self._matching(where) if before is None or r.seq < before]
+        return [views.row(str(r.seq), r.job) for r in found[:limit]]
+
+    async def find_job(self, job_id: str, now: float) -> JobRow | None:
+        job = await self.get(job_id, now)
+        return None if job is None else views.row(str(self._rows[job_id].seq), job)
+
+    async def count_jobs(self, where: Filter, at_most: int) -> int:
+        return min(at_most, len(self._matching(where)))
+
+    async def retry_failed(self, where: Filter, ended_before: float, batch: int) -> int:
+        if where.status not in (None, Status.FAILED):
+            return 0
+        found = [
+            r.job.id
+            for r in self._matching(where)
+            if r.job.status == Status.FAILED and (r.job.finished_at or 0) < ended_before
+        ]
+        return sum([await self.retry(job_id) for job_id in found])

@@ -29,11 +29,12 @@ from gateway.jobs import (
 )
 from gateway.store import OnCommit, Part
 from gateway.store.rows import job_of
-from gateway.store.sqlite import schema
+from gateway.store.sqlite import console_sql, schema
 from gateway.store.sqlite import statements as sql
 from gateway.store.sqlite.durability import Durability
 from gateway.store.sqlite.reader import Reader
 from gateway.store.sqlite.writer import Writer
+from gateway.store.views import Filter, JobRow, Lane
 
 BUSY_TIMEOUT_MS = 5000
 NO_CAP = 2**62  # a claim's cap when the caller sets none
@@ -264,6 +265,23 @@ class SQLiteStore:
         return int(
             await self._writer.run(sql.call(sql.delete_found, sql.EXPIRED, (now, stale_before)))
         )
+
+    # -- the console's reads (console_sql.py) --------------------------------------
+
+    async def lanes(self, upstreams: Collection[str], since: float, at_most: int) -> list[Lane]:
+        return await console_sql.lanes(self._reader, upstreams, since, at_most)
+
+    async def find_jobs(self, where: Filter, after: str | None, limit: int) -> list[JobRow]:
+        return await console_sql.find_jobs(self._reader, where, after, limit)
+
+    async def find_job(self, job_id: str, now: float) -> JobRow | None:
+        return await console_sql.find_job(self._reader, job_id, now)
+
+    async def count_jobs(self, where: Filter, at_most: int) -> int:
+        return await console_sql.count_jobs(self._reader, where, at_most)
+
+    async def retry_failed(self, where: Filter, ended_before: float, batch: int) -> int:
+        return await console_sql.retry_failed(self._writer, where, ended_before, batch)
 
 
 async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
