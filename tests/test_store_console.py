@@ -1,6 +1,5 @@
-"""The console's Store verbs: the same contract over every backend (the `store` fixture of the
-Store suite), then the SQLite plans that keep them cheap with a million jobs stored."""
-# ruff: noqa: F811  (tests take the Store suite's `store` fixture, imported by name)
+"""The console's Store verbs: the same contract over every backend (the `store` fixture of
+`tests/stores.py`), then the SQLite plans that keep them cheap with a million jobs stored."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from gateway.jobs import Answer, Failure, NewJob, Status
 from gateway.store import Store
 from gateway.store.sqlite import SQLiteStore, console_sql
 from gateway.store.views import Filter, split_target
-from tests.test_store import T0, pieces, store  # noqa: F401
+from tests.test_store import T0, pieces
 
 FAILED = Filter(status=Status.FAILED)
 
