@@ -322,3 +322,13 @@ def test_workers_auto_is_the_cores_a_container_may_use(tmp_path: Path) -> None:
     quota.write_text("max 100000\n")
     assert units.cores(quota) == mine
     assert units.cores(tmp_path / "absent") == mine
+
+
+def test_the_replicas_example_checks_with_a_database_url() -> None:
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": "postgresql://gw:pw@db:5432/gateway"}
+    result = run_cli("check", "--config", "config/replicas.yaml", env=env)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("check", "--config", "config/replicas.yaml", env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and "storage.url: environment variable DATABASE_URL" in (
+        result.stderr
+    )

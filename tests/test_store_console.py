@@ -1,5 +1,5 @@
 """The console's Store verbs: the same contract over every backend (the `store` fixture of
-tests/stores.py), then the SQLite plans that keep them cheap with a million jobs stored."""
+`tests/stores.py`), then the SQLite plans that keep them cheap with a million jobs stored."""
 
 from __future__ import annotations
 

@@ -7,16 +7,17 @@ what an outage does in `connection.py`.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 from gateway import encoding
-from gateway.errors import IdempotencyConflict, StorageError
-from gateway.jobs import Answer, Callback, Failure, Job, NewJob, Status, as_queued, fingerprint
+from gateway.errors import StorageError
+from gateway.jobs import Answer, Callback, Failure, Job, NewJob, as_queued
 from gateway.jobs import new_webhook_id as webhook_id
 from gateway.store import OnCommit, Part
-from gateway.store.postgres import console_sql
+from gateway.store.postgres import accepting, console_sql
 from gateway.store.postgres import statements as sql
 from gateway.store.postgres.connection import Database
 from gateway.store.postgres.schema import Connection
@@ -24,6 +25,7 @@ from gateway.store.rows import LEASE_UNTIL, job_of
 from gateway.store.views import Filter, JobRow, Lane
 
 NO_CAP = 2**62
+PERSIST, PERSIST_PAUSE = 10.0, 0.25  # how long, how often a job's end is tried again
 
 
 class PostgresStore:
@@ -43,6 +45,7 @@ class PostgresStore:
 
     async def ping(self) -> None:
         """Storage can be read and written now: one write of one row, committed."""
+        self._keyed()
         async with self._db.transaction() as c:
             await c.execute(sql.PING)
 
@@ -50,72 +53,28 @@ class PostgresStore:
         try:
             key = await self._db.key()
         except StorageError:
-            self._key_owed = True  # no accept until the caller has the key it binds with
+            self._key_owed = True
             raise
         self._key_owed = False
         return key
 
+    def _keyed(self) -> None:
+        """A store whose key was asked for and not given yet serves no client: a status URL
+        checked or a job bound with another key than the other replicas' would be wrong."""
+        if self._key_owed:
+            raise StorageError("PostgreSQL: the binding key is not known yet")
+
     # -- accepting ---------------------------------------------------------------
 
     async def accept(self, job: NewJob, body: AsyncIterator[bytes]) -> Job:
-        if self._key_owed:
-            raise StorageError("PostgreSQL: the binding key is not known yet")
-        digest = fingerprint(job)
-        first = await anext(body, b"")
-        digest.update(first)
-        second = await anext(body, None)
-        if second is None:  # the common case: the whole request in one transaction
-            async with self._db.transaction() as c:
-                kept = await self._enqueue(c, job, digest.hexdigest(), first)
-            return as_queued(job, len(first)) if kept == job.id else await self._job(kept)
-        async with self._db.transaction() as c:
-            await self._insert(c, job, Status.RECEIVING, first)
-        try:
-            size, n = len(first), 1
-            async for chunk in _chain(second, body):
-                digest.update(chunk)
-                async with self._db.transaction() as c:
-                    await c.execute(sql.PUT_PIECE, job.id, Part.REQUEST, n, chunk)
-                size, n = size + len(chunk), n + 1
-            async with self._db.transaction() as c:
-                kept = await self._enqueue(c, job, digest.hexdigest(), size)
-        except BaseException:
-            async with self._db.transaction() as c:
-                await c.execute(sql.DELETE_JOB, job.id)
-            raise
+        self._keyed()
+        kept, size = await accepting.accept(self._db, job, body)
         return as_queued(job, size) if kept == job.id else await self._job(kept)
-
-    async def _insert(self, c: Connection, job: NewJob, status: Status, first: bytes) -> None:
-        await c.execute(
-            sql.INSERT, job.id, job.route, job.upstream, str(status), job.method, job.target,
-            encoding.dumps_text(job.headers), len(first), job.retry_on_interrupt, job.binding,
-            job.callback, job.created_at,
-        )  # fmt: skip
-        await c.execute(sql.PUT_PIECE, job.id, Part.REQUEST, 0, first)
-
-    async def _enqueue(self, c: Connection, job: NewJob, digest: str, body: bytes | int) -> str:
-        """Queue the job, or keep the live job already stored under its Idempotency-Key (the
-        same request; another is a conflict). The key's lock makes two accepts under one key,
-        on any replicas, one job: the second reads the key after the first committed."""
-        if job.idempotency_key:
-            await c.execute(sql.LOCK, "gateway:key:" + job.idempotency_key)
-            earlier = await c.fetchrow(sql.KEY_HOLDER, job.idempotency_key, job.created_at)
-            if earlier is not None:
-                if earlier[1] != digest:
-                    raise IdempotencyConflict("the key was used for another request")
-                if isinstance(body, int):
-                    await c.execute(sql.DELETE_JOB, job.id)
-                return str(earlier[0])
-            await c.execute(sql.TAKE_KEY, job.idempotency_key, job.id, digest)
-        if isinstance(body, bytes):
-            await self._insert(c, job, Status.QUEUED, body)
-        else:
-            await c.execute(sql.QUEUE_RECEIVED, job.id, body)
-        return job.id
 
     # -- reading -----------------------------------------------------------------
 
     async def get(self, job_id: str, now: float, *, request: bool = False) -> Job | None:
+        self._keyed()
         async with self._db.connection() as c:
             row = await c.fetchrow(sql.GET_WITH_REQUEST if request else sql.GET, job_id, now)
         return job_of(row) if row else None
@@ -231,19 +190,27 @@ class PostgresStore:
                 await c.execute(sql.DROP_PART, job_id, Part.ANSWER)
             raise
         head = encoding.dumps_text([answer.status, answer.reason, answer.headers, size])
-        async with self._db.transaction() as c:
-            if n:
-                await c.execute(sql.PUT_PIECE, job_id, Part.ANSWER, n - 1, last)
-            done = await self._finish(c, job_id, owner, "completed", now, expires_at, head)
-            await c.execute(sql.DROP_PART, job_id, Part.REQUEST if done else Part.ANSWER)
-        return done
+
+        async def record() -> bool:
+            async with self._db.transaction() as c:
+                if n:
+                    await c.execute(sql.PUT_PIECE, job_id, Part.ANSWER, n - 1, last)
+                done = await self._finish(c, job_id, owner, "completed", now, expires_at, head)
+                await c.execute(sql.DROP_PART, job_id, Part.REQUEST if done else Part.ANSWER)
+            return done
+
+        return await _persist(record)
 
     async def fail(
         self, job_id: str, owner: str, failure: Failure, now: float, expires_at: float
     ) -> bool:
         cause = encoding.dumps_text([failure.kind, failure.detail, failure.sent])
-        async with self._db.transaction() as c:
-            return await self._finish(c, job_id, owner, "failed", now, expires_at, None, cause)
+
+        async def record() -> bool:
+            async with self._db.transaction() as c:
+                return await self._finish(c, job_id, owner, "failed", now, expires_at, None, cause)
+
+        return await _persist(record)
 
     async def _finish(
         self,
@@ -270,7 +237,7 @@ class PostgresStore:
         await c.execute(sql.NOTIFY, job_id)
 
     async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
-        return await self._swap(sql.REQUEUE, job_id, owner, not_before)
+        return await _persist(lambda: self._swap(sql.REQUEUE, job_id, owner, not_before))
 
     async def cancel(self, job_id: str, now: float, expires_at: float) -> bool:
         async with self._db.transaction() as c:
@@ -339,7 +306,15 @@ class PostgresStore:
         return await console_sql.retry_failed(self._db, where, ended_before, batch)
 
 
-async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield head
-    async for chunk in rest:
-        yield chunk
+async def _persist(record: Callable[[], Awaitable[bool]]) -> bool:
+    """The record of a call that already happened, tried again while the database is away
+    (up to PERSIST seconds, within the lease): an outage of a few seconds then costs no job its
+    outcome. A lease lost meanwhile makes the record a no-op, as ever."""
+    deadline = time.monotonic() + PERSIST
+    while True:
+        try:
+            return await record()
+        except StorageError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(PERSIST_PAUSE)
