@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from standardwebhooks.webhooks import Webhook
+from yarl import URL
 
 from gateway import jobs
 from gateway.config import Config, Retry
@@ -37,11 +38,26 @@ CONCURRENCY = 16
 BACKOFF = Retry(attempts=MAX_ATTEMPTS, backoff=2.0, max_backoff=300.0)
 
 
+def well_formed(url: str) -> bool:
+    """Whether `url` is an absolute http(s) URL with a host and a port from 1 to 65535, in
+    printable ASCII: what both urllib and the delivering client (yarl) read alike."""
+    if not url.isascii() or any(c <= " " or c == "\x7f" for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        URL(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
+
+
 def allowed(url: str, allow_hosts: tuple[str, ...]) -> bool:
     """Whether a client may name `url` in X-Callback-Url: http(s), to a listed host[:port]."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not well_formed(url):
         return False
+    parts = urlsplit(url)
+    assert parts.hostname is not None
     host = parts.hostname.lower()
     names = {host, f"{host}:{parts.port}"} if parts.port else {host}
     return any(entry.lower() in names for entry in allow_hosts)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from gateway import headers as h
 from gateway import jobs, responses
-from gateway.callbacks import allowed
+from gateway.callbacks import allowed, well_formed
 from gateway.config import Config, Route, Upstream
 from gateway.dispatcher import Dispatcher
 from gateway.endings import until
@@ -76,17 +76,8 @@ async def route(request: web.Request) -> web.StreamResponse:
 
 def _declared_too_large(request: web.Request, limit: int) -> web.Response | None:
     if request.content_length is not None and request.content_length > limit:
-        return _too_large(limit)
+        return responses.too_large(limit)
     return None
-
-
-def _too_large(limit: int) -> web.Response:
-    return responses.problem(
-        413,
-        "Content Too Large",
-        f"the request body is larger than {limit} bytes",
-        headers={"Connection": "close"},
-    )
 
 
 def peer(request: web.Request) -> h.Peer:
@@ -100,12 +91,16 @@ def binding(rt: Runtime, raw: h.Headers) -> str:
     if not names:
         return ""
     values = "\0".join(h.first(raw, name) or "" for name in names)
-    return hmac.new(rt.key, values.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(rt.key, h.encode(values), hashlib.sha256).hexdigest()
 
 
 async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.StreamResponse:
     config = rt.config
     raw = h.decode(request.raw_headers)
+    chosen = _client_choices(rt, raw, matched)
+    if isinstance(chosen, web.Response):
+        return chosen
+    callback, idempotency_key = chosen
     now = rt.now()
     new = NewJob(
         id=jobs.new_id(now),
@@ -117,15 +112,9 @@ async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.Strea
         created_at=now,
         retry_on_interrupt=jobs.retries_on_interrupt(matched.on_interrupt, request.method),
         binding=binding(rt, raw),
-        idempotency_key=_idempotency_key(rt, raw),
-        callback=h.first(raw, "X-Callback-Url") or matched.callback,
+        idempotency_key=idempotency_key,
+        callback=callback,
     )
-    if new.callback != matched.callback and not allowed(
-        new.callback or "", config.callbacks.allow_hosts
-    ):
-        return responses.problem(
-            400, "Callback Not Allowed", "X-Callback-Url must name a host in callbacks.allow_hosts"
-        )
     wait, applied = h.hold(matched.wait, matched.max_wait, h.preferences(raw))
     extra = {"Vary": "Prefer", **({"Preference-Applied": applied} if applied else {})}
     async with rt.dispatcher.endings.watch(new.id) as ended:
@@ -149,13 +138,36 @@ async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.Strea
     return responses.accepted(job, status_url, config.jobs.retry_after, extra)
 
 
-def _idempotency_key(rt: Runtime, raw: h.Headers) -> str:
+def _client_choices(
+    rt: Runtime, raw: h.Headers, matched: Route
+) -> tuple[str | None, str] | web.Response:
+    """The callback URL and the scoped Idempotency-Key a client asked for, or its 400."""
+    urls = h.every(raw, "X-Callback-Url")
+    if len(urls) > 1 or (urls and not well_formed(urls[0])):
+        return responses.problem(
+            400, "Bad X-Callback-Url", "X-Callback-Url must be one absolute http(s) URL"
+        )
+    if urls and not allowed(urls[0], rt.config.callbacks.allow_hosts):
+        return responses.problem(
+            400, "Callback Not Allowed", "X-Callback-Url must name a host in callbacks.allow_hosts"
+        )
+    keys = h.every(raw, "Idempotency-Key")
+    key = h.idempotency_key(keys[0]) if len(keys) == 1 else None
+    if keys and key is None:
+        return responses.problem(
+            400,
+            "Bad Idempotency-Key",
+            f"Idempotency-Key must be one string of 1 to {h.MAX_KEY} visible ASCII characters",
+        )
+    return (urls[0] if urls else matched.callback), _scoped(rt, raw, key)
+
+
+def _scoped(rt: Runtime, raw: h.Headers, key: str | None) -> str:
     """The client's Idempotency-Key, scoped to its credentials, as a keyed hash."""
-    key = h.first(raw, "Idempotency-Key")
-    if not key:
+    if key is None:
         return ""
     scoped = f"idempotency\0{binding(rt, raw)}\0{key}"
-    return hmac.new(rt.key, scoped.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(rt.key, h.encode(scoped), hashlib.sha256).hexdigest()
 
 
 async def _store(request: web.Request, rt: Runtime, new: NewJob) -> jobs.Job | web.Response:
@@ -168,7 +180,7 @@ async def _store(request: web.Request, rt: Runtime, new: NewJob) -> jobs.Job | w
             )
         return await rt.store.accept(new, _pieces(request, config.server.max_body))
     except BodyTooLarge:
-        return _too_large(config.server.max_body)
+        return responses.too_large(config.server.max_body)
     except IdempotencyConflict:
         return responses.problem(
             422,
@@ -266,12 +278,12 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
             # anything is sent (an upstream that fails then still gets its client a 502); a
             # stream's head leaves at once.
             first = b"" if length is None else await anext(reply.body, b"")
-            kind = web.StreamResponse if length is None else responses.Streamed
-            response = kind(status=answer.status, reason=answer.reason or None)
-            response.headers.clear()
-            response.headers.extend(h.for_client(answer.headers))
-            if length is not None:
-                response.content_length = length
+            response = responses.Verbatim(
+                answer.status,
+                answer.reason,
+                h.for_client(answer.headers),
+                immediately=length is None,
+            )
             await response.prepare(request)
             if first:
                 await response.write(first)
@@ -281,7 +293,9 @@ async def proxy(request: web.Request, rt: Runtime, upstream: Upstream) -> web.St
         if response is not None and response.prepared:  # too late for a 502 or a 413
             return responses.cut(request, response, "proxy_cut", e)
         if over or isinstance(e, BodyTooLarge):
-            return _too_large(rt.config.server.max_body)
+            return responses.too_large(rt.config.server.max_body)
+        if isinstance(request.content.exception(), web.RequestPayloadError):
+            return responses.bad_framing()  # the client's body broke, not the upstream
         failure = e.failure
         title = "Gateway Timeout" if failure.http_status == 504 else "Bad Gateway"
         return responses.problem(failure.http_status, title, failure.detail)

@@ -5,6 +5,7 @@ Pure functions over lists of (name, value) pairs, order and repeats kept; no I/O
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -47,15 +48,27 @@ class Peer:
 
 
 def decode(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """Raw header bytes as text that re-encodes to the same bytes whenever it is valid UTF-8."""
-    return tuple((_text(name), _text(value)) for name, value in raw)
+    """Header bytes as the gateway holds them: text of one code point a byte (latin-1), so that
+    `encode` gives back exactly the bytes that came, UTF-8 or not."""
+    return tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
 
 
-def _text(raw: bytes) -> str:
+def encode(text: str) -> bytes:
+    """The bytes a header's text stands for. Text past U+00FF can only be from before headers
+    were held as latin-1 (a job stored by an older version, which decoded UTF-8): as UTF-8."""
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", re.ASCII)
+
+
+def writable(name: str, value: str) -> bool:
+    """Whether a header can be written as it is: a token for a name, no CR, LF or NUL in the
+    value (what a parser let through; anything else would split the head)."""
+    return _TOKEN.fullmatch(name) is not None and not any(c in value for c in "\r\n\0")
 
 
 def connection_named(headers: Sequence[Header]) -> frozenset[str]:
@@ -116,14 +129,47 @@ def for_client(headers: Sequence[Header]) -> Headers:
     return tuple((n, v) for n, v in end_to_end(headers) if n.lower() not in _OWN)
 
 
+def number(value: str | None) -> int | None:
+    """A count written as HTTP writes it, 1*DIGIT in ASCII (RFC 9110 §5.6), else None.
+
+    Python's int() also takes "²", "٣", "+1", "1_0" and refuses past 4300 digits: none of that
+    is HTTP. Values past MAX_DIGITS digits saturate, so a megabyte of nines stays cheap.
+    """
+    if value is None:
+        return None
+    text = value.strip(" \t")
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    if len(text) > MAX_DIGITS:
+        return SATURATED
+    return int(text)
+
+
+MAX_DIGITS = 15
+SATURATED: int = int("1" + "0" * MAX_DIGITS)
+
+
 def content_length(headers: Sequence[Header]) -> int | None:
-    for name, value in headers:
-        if name.lower() == "content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    return number(first(headers, "Content-Length"))
+
+
+def every(headers: Sequence[Header], name: str) -> list[str]:
+    wanted = name.lower()
+    return [v for n, v in headers if n.lower() == wanted]
+
+
+def idempotency_key(value: str) -> str | None:
+    """The key of an Idempotency-Key value, an sf-string or a bare token of 1 to 255 visible
+    ASCII characters (draft-ietf-httpapi-idempotency-key-header), else None."""
+    key = value.strip(" \t")
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not 0 < len(key) <= MAX_KEY or not key.isascii() or not key.isprintable():
+        return None
+    return key if '"' not in key and "\\" not in key else None
+
+
+MAX_KEY = 255
 
 
 def first(headers: Sequence[Header], name: str) -> str | None:
@@ -135,9 +181,10 @@ def retry_after(value: str | None, now: float) -> float | None:
     """Seconds to wait from Retry-After: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
     if value is None:
         return None
+    seconds = number(value)
+    if seconds is not None:
+        return float(seconds)
     value = value.strip()
-    if value.isdigit():
-        return float(value)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -145,12 +192,31 @@ def retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+# RFC 9112 §3.2 and RFC 3986 §3.2.2: uri-host [":" port], an IP literal or a reg-name.
+_HOST = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)(?::([0-9]{0,5}))?",
+    re.ASCII,
+)
+
+
+def valid_host(value: str) -> bool:
+    """Whether a Host (or X-Forwarded-Host) value is a host and optional port, nothing more:
+    no userinfo, path, query, fragment, space or second value."""
+    match = _HOST.fullmatch(value)
+    return match is not None and int(match.group(1) or 0) <= 65535
+
+
 def base_url(peer: Peer, headers: Sequence[Header], public_url: str | None, trust: bool) -> str:
-    """The scheme and host that status URLs are built on."""
+    """The scheme and host that status URLs are built on; a forwarded scheme or host that is
+    not one (a proxy's mistake) is passed over for the connection's own."""
     if public_url:
         return public_url
-    scheme = _kept_or(headers, "x-forwarded-proto", peer.scheme, trust)
+    scheme = _kept_or(headers, "x-forwarded-proto", peer.scheme, trust).lower()
     host = _kept_or(headers, "x-forwarded-host", peer.host, trust)
+    if scheme not in ("http", "https"):
+        scheme = peer.scheme
+    if not valid_host(host):
+        host = peer.host
     return f"{scheme}://{host}"
 
 
@@ -172,8 +238,9 @@ def preferences(headers: Sequence[Header]) -> Preferences:
             key, raw = key.strip().lower(), raw.strip().strip('"')
             if key == "respond-async":
                 respond_async = True
-            elif key == "wait" and raw.isdigit() and wait is None:
-                wait = float(raw)
+            elif key == "wait" and wait is None:
+                seconds = number(raw)
+                wait = None if seconds is None else float(seconds)
     return Preferences(respond_async, wait)
 
 

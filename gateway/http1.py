@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import httptools
 
+from gateway.headers import encode
 from gateway.jobs import Failure, FailureKind
 
 READ_SIZE = 256 * 1024  # the largest piece handed on at once
@@ -55,15 +56,7 @@ def request_head(
     breaks = len(lines) + 1
     if text.count("\n") != breaks or text.count("\r") != breaks or "\0" in text:
         raise Broken("internal", "a request header holds CR, LF or NUL", sent=False)
-    return _latin1(text), chunked
-
-
-def _latin1(text: str) -> bytes:
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        # Only text that never came off the wire holds code points above U+00FF.
-        return text.encode("utf-8")
+    return encode(text), chunked
 
 
 class Connection(asyncio.Protocol):

@@ -172,6 +172,9 @@ class Fail:
 Decision = Again | Complete | Fail
 
 
+MAX_HINT = 3600.0  # the longest upstream Retry-After honoured, in seconds
+
+
 def after_try(
     job: Job, outcome: Answer | Failure, policy: Retry, now: float, rng: random.Random
 ) -> Decision:
@@ -183,7 +186,9 @@ def after_try(
             return Complete(outcome)
         hinted = retry_after(first(outcome.headers, "Retry-After"), now)
         if outcome.status in (429, 503) and hinted is not None:
-            return Again(hinted)
+            # Honoured up to an hour: a hint of a billion seconds must not leave the job
+            # pending forever.
+            return Again(min(hinted, MAX_HINT))
         return Again(backoff(job.attempts, policy, rng))
     if tries_left and (not outcome.sent or job.method in IDEMPOTENT):
         return Again(backoff(job.attempts, policy, rng))

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
+from aiohttp.http_writer import HttpVersion, StreamWriter
 
 from gateway import encoding
 from gateway import headers as h
@@ -33,6 +33,21 @@ def problem(
         body=encoding.dumps(body),
         content_type=PROBLEM,
         headers=headers,
+    )
+
+
+def too_large(limit: int) -> web.Response:
+    return problem(
+        413,
+        "Content Too Large",
+        f"the request body is larger than {limit} bytes",
+        headers={"Connection": "close"},
+    )
+
+
+def bad_framing() -> web.Response:
+    return problem(
+        400, "Bad Request", "the request body's framing is bad", headers={"Connection": "close"}
     )
 
 
@@ -104,14 +119,59 @@ def failed(job: Job, extra: dict[str, str]) -> web.Response:
     )
 
 
-class Streamed(web.StreamResponse):
-    """A streamed answer whose head leaves with the first piece of its body, in one write.
+class Verbatim(web.StreamResponse):
+    """An answer whose head is written as the bytes it is given (header text of one code point
+    a byte, as `headers.decode` makes it), with only the connection's framing added.
 
-    aiohttp writes a StreamResponse's head as soon as it is prepared, then each piece on its
-    own; a short answer thus took two writes (two syscalls, two segments) where one does.
+    aiohttp's writer encodes header text as UTF-8, refuses what it cannot, and adds
+    Content-Type, Date and Server; here its framing decisions (Content-Length,
+    Transfer-Encoding, Connection) are kept and its head is not written. The head leaves with
+    the first piece of the body, in one write, unless `immediately`.
     """
 
     _send_headers_immediately = False
+
+    def __init__(
+        self, status: int, reason: str, head: Sequence[h.Header], *, immediately: bool = False
+    ) -> None:
+        super().__init__(status=status)
+        self._head = [(n, v) for n, v in head if h.writable(n, v)]
+        self._reason_bytes = h.encode(reason) if h.writable("x", reason) else b""
+        self._send_headers_immediately = immediately
+        self.headers.clear()
+        declared = h.content_length(self._head)
+        if declared is not None:  # framed as declared unless the caller says otherwise
+            self.content_length = declared
+
+    async def _write_headers(self) -> None:
+        # aiohttp 3.14's writer keeps the head in _headers_buf until it goes out; the head
+        # is put there as bytes instead of being serialised from self.headers.
+        writer = self._payload_writer
+        assert self._req is not None and isinstance(writer, StreamWriter)
+        writer._headers_buf = self._head_bytes(self._req.version)
+        writer._headers_written = False
+        if self._send_headers_immediately:
+            writer.send_headers()
+
+    def _head_bytes(self, version: HttpVersion) -> bytes:
+        framing = {n.lower(): (n, v) for n, v in self.headers.items() if n.lower() in _FRAMING}
+        line = b"HTTP/%d.%d %d %s" % (version.major, version.minor, self.status, self._reason_bytes)
+        lines = [line]
+        for name, value in self._head:
+            if name.lower() in _FRAMING:  # the framing aiohttp settled on, in the sender's place
+                if name.lower() in framing:
+                    lines.append(_line(name, framing.pop(name.lower())[1]))
+                continue
+            lines.append(_line(name, value))
+        lines.extend(_line(n, v) for n, v in framing.values())
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+def _line(name: str, value: str) -> bytes:
+    return h.encode(name) + b": " + h.encode(value)
 
 
 def storage_down(retry_after: float) -> web.Response:
@@ -133,16 +193,12 @@ async def replay(
     """The stored upstream answer: status, headers in order with repeats, body byte for byte."""
     answer = job.answer
     assert answer is not None
-    response = Streamed(status=answer.status, reason=answer.reason or None)
-    response.headers.clear()  # aiohttp's default Content-Type must not slip in
-    replayed: CIMultiDict[str] = CIMultiDict(h.for_client(answer.headers))
-    replayed[h.JOB_ID] = job.id
-    replayed[h.JOB_STATUS] = str(job.status)
-    if NO_STORE not in ",".join(replayed.getall("Cache-Control", [])):
-        replayed.add("Cache-Control", NO_STORE)
-    for name, value in extra.items():
-        replayed.add(name, value)
-    response.headers.extend(replayed)
+    head = [*h.for_client(answer.headers), (h.JOB_ID, job.id), (h.JOB_STATUS, str(job.status))]
+    cache = ",".join(v for n, v in head if n.lower() == "cache-control")
+    if NO_STORE not in cache:
+        head.append(("Cache-Control", NO_STORE))
+    head.extend(extra.items())
+    response = Verbatim(answer.status, answer.reason, head)
     # An answer to HEAD keeps the upstream's Content-Length: it describes a body never sent.
     has_body = _has_body(answer.status) and job.method != "HEAD"
     if has_body:

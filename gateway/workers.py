@@ -24,7 +24,7 @@ log = logging.getLogger("gateway.workers")
 RESTART_DELAY = 1.0
 PARENT_ENV = "GATEWAY_SUPERVISOR"  # the supervisor's pid, as its workers were started with
 PARENT_CHECK_S = 0.5
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class Supervisor:
@@ -57,14 +57,12 @@ class Supervisor:
         return 0 if all(code == 0 for code in codes) else 1
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        # A worker starts with SIGTERM and SIGINT blocked (the mask is inherited), so one still
-        # starting keeps them pending rather than dying of them (exit -15, counted as failure);
-        # `until_orphaned` lets them through once serve() handles them.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        # A worker starts with SIGTERM and SIGINT held (the mask survives exec), so one sent
+        # while it is still starting waits for its handlers instead of killing it: it drains.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
-            worker = subprocess.Popen(
-                self._command, env={**os.environ, PARENT_ENV: str(os.getpid())}
-            )
+            env = {**os.environ, PARENT_ENV: str(os.getpid())}
+            worker = subprocess.Popen(self._command, env=env)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
         log.info("worker started", extra={"event": "worker_started", "pid": worker.pid})
@@ -93,9 +91,14 @@ def worker_command(config_path: str, host: str, port: int) -> list[str]:
     ]
 
 
+def release_signals() -> None:
+    """Let in the SIGTERM and SIGINT a worker was started holding, once its handlers are set;
+    one that came meanwhile is handled now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+
+
 async def until_orphaned() -> None:
     """Return once this worker's supervisor has gone; never, if it was not started by one."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # serve()'s handlers are in place
     parent = os.environ.get(PARENT_ENV)
     if parent is None:
         await asyncio.Event().wait()

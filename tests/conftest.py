@@ -10,11 +10,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web import BaseRunner
 
 from gateway.app import create_app
 from gateway.config import Config, parse
+from gateway.protocol import Runner
 from tests.fakes import FakeUpstream
+from tests.stores import postgres, postgres_url, store, store_pair  # noqa: F401
 
 MakeConfig = Callable[..., Config]
 
@@ -72,10 +75,21 @@ def make_config(upstream: FakeUpstream, tmp_path: Path) -> MakeConfig:
     return make
 
 
+class GatewayServer(TestServer):
+    """aiohttp's test server on the gateway's own protocol shell, as `serve` runs it."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(create_app(config))
+        self.idle_timeout = config.server.idle_timeout
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return Runner(self.app, idle_timeout=self.idle_timeout, **kwargs)
+
+
 @pytest.fixture
 def gateway_for(aiohttp_client: Any) -> Callable[[Config], Any]:
     async def start(config: Config) -> TestClient[Any, Any]:
-        return await aiohttp_client(create_app(config))  # type: ignore[no-any-return]
+        return await aiohttp_client(GatewayServer(config))  # type: ignore[no-any-return]
 
     return start
 

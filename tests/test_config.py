@@ -67,6 +67,7 @@ def test_minimal_file_takes_every_default() -> None:
     config = parse(MINIMAL, "gw.yaml", {})
     assert config.server.port == 8080 and config.server.host == "127.0.0.1"
     assert config.server.max_body == 100 * 1024**2
+    assert config.server.idle_timeout == 60
     assert config.jobs.prefix == "/_gateway/jobs" and config.jobs.retention == 86400
     assert config.jobs.bind_headers == ("Authorization",)
     [route] = config.routes
@@ -225,6 +226,19 @@ def test_a_port_in_use_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
+@pytest.mark.parametrize(("text", "seconds"), [("250ms", 0.25), ("75s", 75), ("2m", 120), (5, 5)])
+def test_idle_timeout_is_a_duration(text: object, seconds: float) -> None:
+    config = parse(MINIMAL + f"server: {{idle_timeout: {text}}}\n", "gw.yaml", {})
+    assert config.server.idle_timeout == seconds
+
+
+@pytest.mark.parametrize("bad", ["0s", "0", "soon", "-5s"])
+def test_idle_timeout_must_be_a_positive_duration(bad: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(MINIMAL + f"server: {{idle_timeout: {bad}}}\n", "gw.yaml", {})
+    assert "server.idle_timeout" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -308,3 +322,13 @@ def test_workers_auto_is_the_cores_a_container_may_use(tmp_path: Path) -> None:
     quota.write_text("max 100000\n")
     assert units.cores(quota) == mine
     assert units.cores(tmp_path / "absent") == mine
+
+
+def test_the_replicas_example_checks_with_a_database_url() -> None:
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": "postgresql://gw:pw@db:5432/gateway"}
+    result = run_cli("check", "--config", "config/replicas.yaml", env=env)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("check", "--config", "config/replicas.yaml", env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and "storage.url: environment variable DATABASE_URL" in (
+        result.stderr
+    )

@@ -110,8 +110,75 @@ def test_retry_after(value: str | None, seconds: float | None) -> None:
     assert h.retry_after(value, now) == seconds
 
 
-def test_decode_keeps_utf8_and_falls_back_to_latin1() -> None:
-    assert h.decode([(b"X-Name", "café".encode()), (b"X-Raw", b"\xe9")]) == (
-        ("X-Name", "café"),
-        ("X-Raw", "é"),
-    )
+def test_header_bytes_round_trip_exactly_whatever_they_are() -> None:
+    every_byte = bytes(range(256))
+    for raw in (every_byte, "café".encode(), b"caf\xe9", b"\xff\xfe", b""):
+        [(name, value)] = h.decode([(b"X-Raw", raw)])
+        assert len(value) == len(raw)  # one code point a byte
+        assert h.encode(name) == b"X-Raw" and h.encode(value) == raw
+
+
+def test_text_from_before_latin1_encodes_as_utf8() -> None:
+    assert h.encode("caf\u00e9") == b"caf\xe9"
+    assert h.encode("\u20ac") == "\u20ac".encode()  # only a UTF-8 decoder made this
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "ok"),
+    [
+        ("X-A", "caf\xe9", True),
+        ("X-A", "", True),
+        ("X-A", "a\r\nX-Evil: 1", False),
+        ("X-A", "a\nb", False),
+        ("X-A", "a\0b", False),
+        ("X A", "v", False),
+        ("X:A", "v", False),
+        ("", "v", False),
+    ],
+)
+def test_writable_headers(name: str, value: str, ok: bool) -> None:
+    assert h.writable(name, value) is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [
+        ("0", 0),
+        ("42", 42),
+        (" 7\t", 7),
+        ("²", None),
+        ("٣", None),
+        ("+1", None),
+        ("1_0", None),
+        ("-1", None),
+        ("", None),
+        ("1.5", None),
+        ("9" * 5000, h.SATURATED),
+        (None, None),
+    ],
+)
+def test_numbers_are_ascii_digits(value: str | None, number: int | None) -> None:
+    assert h.number(value) == number
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("gw.example", True),
+        ("gw.example:8080", True),
+        ("[::1]:80", True),
+        ("10.0.0.1", True),
+        ("h:", True),
+        ("evil.example:80 junk", False),
+        ("user@host", False),
+        ("host#frag", False),
+        ("host/x?y", False),
+        ("", False),
+        ("h:99999", False),
+        ("h\xe9", False),
+        ("[::1", False),
+        ("a,b", True),
+    ],
+)
+def test_valid_host(host: str, ok: bool) -> None:
+    assert h.valid_host(host) is ok

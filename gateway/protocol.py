@@ -1,0 +1,328 @@
+"""The server's protocol shell: aiohttp's HTTP/1.1 connection with the gateway's own refusals.
+
+Malformed HTTP gets problem+json without the client's bytes and one warning line; a request in
+absolute form is served as its origin form; a connection that stalls mid-request is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import http_exceptions as bad
+from aiohttp import web, web_protocol
+from aiohttp.http import HttpVersion11
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from gateway import headers as h
+from gateway import responses
+
+log = logging.getLogger("gateway.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    title: str
+    detail: str
+
+
+_HEAD_TOO_LARGE = Refusal(
+    431, "Request Header Fields Too Large", "the request head is larger than the gateway reads"
+)
+_MALFORMED = Refusal(400, "Bad Request", "the request is not well-formed HTTP/1.1")
+BAD_FRAMING = "the request body's framing is bad"
+_FRAMING = Refusal(400, "Bad Request", BAD_FRAMING)
+# Most specific first: aiohttp's parser errors subclass one another.
+_BY_TYPE: tuple[tuple[type[BaseException], Refusal], ...] = (
+    (bad.LineTooLong, _HEAD_TOO_LARGE),
+    (bad.BadHttpMethod, Refusal(400, "Bad Request", "the request method is malformed")),
+    (bad.BadStatusLine, Refusal(400, "Bad Request", "the request line is malformed")),
+    (bad.InvalidURLError, Refusal(400, "Bad Request", "the request target is malformed")),
+    (bad.InvalidHeader, Refusal(400, "Bad Request", "a request header is malformed")),
+    (bad.PayloadEncodingError, _FRAMING),
+    (web.RequestPayloadError, _FRAMING),
+)
+_SMUGGLING = Refusal(
+    400, "Bad Request", "Content-Length with Transfer-Encoding is refused (RFC 9112 §6.1)"
+)
+# aiohttp's parser (llhttp) names some shapes in its own words, before it quotes the bytes.
+_BY_WORDS = (
+    ("Too many headers", _HEAD_TOO_LARGE),
+    ("Content-Length can't be present with Transfer-Encoding", _SMUGGLING),
+    ("Transfer-Encoding can't be present with Content-Length", _SMUGGLING),
+    ("Duplicate", Refusal(400, "Bad Request", "a header that is allowed once came twice")),
+    ("Missing 'Host'", Refusal(400, "Bad Request", "an HTTP/1.1 request needs a Host header")),
+    ("Invalid header", Refusal(400, "Bad Request", "a request header is malformed")),
+    ("chunk", _FRAMING),
+    ("Content-Length", _FRAMING),
+    ("Transfer-Encoding", _FRAMING),
+)
+_FAILED = Refusal(500, "Internal Server Error", "the gateway failed to answer this request")
+_TIMEOUT = Refusal(504, "Gateway Timeout", "the gateway did not answer in time")
+
+
+def refusal_of(status: int, error: BaseException | None) -> Refusal:
+    """What the gateway answers for an error aiohttp hands its connection. Pure."""
+    for kind, refusal in _BY_TYPE:
+        if isinstance(error, kind):
+            return refusal
+    if isinstance(error, bad.HttpProcessingError):
+        said = (error.message or "").split(":\n", 1)[0]
+        return next((r for words, r in _BY_WORDS if words in said), _MALFORMED)
+    if status == 504:
+        return _TIMEOUT
+    return _FAILED if status >= 500 else _MALFORMED
+
+
+def _where(error: BaseException) -> str:
+    """FILE:LINE of the frame that raised, so a log line can point at a bug without a
+    traceback (which the contract keeps out of the log)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+
+
+class Connection(web_protocol.RequestHandler):
+    """One client connection. aiohttp's keepalive timer, set to `idle_timeout`, closes one that
+    sends nothing or stalls in its head (it runs from the connection's start, or the last
+    answer's end, and bytes do not push it back); the read deadline here closes one that
+    stalls in its body."""
+
+    def __init__(self, manager: web.Server, *, idle_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, keepalive_timeout=idle_timeout, **kwargs)
+        self._idle = idle_timeout
+        self._last_read = 0.0
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._last_read = self._loop.time()
+        self._deadline = self._loop.call_at(self._last_read + self._idle, self._check)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self._loop.time()
+        filling = self._body_being_read()
+        count = len(self._messages)
+        super().data_received(data)
+        # aiohttp queues a parse error as the next message but leaves the body it cut short
+        # waiting for bytes that will never parse; its reader is told instead.
+        if (
+            filling is not None
+            and not filling.is_eof()
+            and len(self._messages) > count
+            and isinstance(self._messages[-1][0], web_protocol._ErrInfo)
+        ):
+            filling.set_exception(web.RequestPayloadError(BAD_FRAMING))
+            filling.feed_eof()  # nothing more will come: aiohttp then reads no further
+
+    def _body_being_read(self) -> Any:
+        if self._messages:
+            return self._messages[-1][1]
+        request = self._current_request
+        return request.content if request is not None else None
+
+    def _check(self) -> None:
+        self._deadline = None
+        if self.transport is None:
+            return
+        now = self._loop.time()
+        if self._stalled_in_body(now):
+            log.warning(
+                "stalled connection closed",
+                extra={"event": "idle_closed", "stage": "body", "idle_s": self._idle},
+            )
+            self.force_close()
+            return
+        self._deadline = self._loop.call_at(max(now, self._last_read) + self._idle, self._check)
+
+    def _stalled_in_body(self, now: float) -> bool:
+        # aiohttp 3.14's own state: the request being handled, and whether reading is paused
+        # because the handler has not taken what came (then the wait is ours, not the client's).
+        request = self._current_request
+        if request is None or self._reading_paused:
+            return False
+        return not request.content.is_eof() and now - self._last_read >= self._idle
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer for a request it could not parse or a handler that raised: here
+        problem+json without the request's bytes, and one log line without a traceback."""
+        if isinstance(exc, ConnectionError) or self.transport is None:
+            # The client went away (or was closed as stalled) mid-request: nobody to answer.
+            raise ConnectionError("the client connection is gone") from exc
+        refusal = refusal_of(status, exc)
+        fields: dict[str, Any] = {
+            "event": "bad_request" if refusal.status < 500 else "handler_failed",
+            "status": refusal.status,
+            "error": type(exc).__name__ if exc is not None else None,
+        }
+        if refusal.status >= 500 and exc is not None:
+            fields["where"] = _where(exc)
+        log.log(
+            logging.WARNING if refusal.status < 500 else logging.ERROR, refusal.title, extra=fields
+        )
+        if request.writer.output_size > 0:  # as aiohttp does: too late for another answer
+            raise ConnectionError("an answer was already under way")
+        response = responses.problem(refusal.status, refusal.title, refusal.detail)
+        response.force_close()
+        return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp's other error lines (a handler that returned no response, a head that could
+        not be written): one line, the error's kind and place, no traceback."""
+        error = kw.get("exc_info")
+        fields: dict[str, Any] = {"event": "connection_failed"}
+        if isinstance(error, BaseException):
+            fields.update(error=type(error).__name__, where=_where(error))
+        log.error(str(args[0]) if args else "connection failed", extra=fields)
+
+
+class Server(web.Server):
+    """aiohttp's low-level server, making the gateway's connections."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        idle_timeout: float,
+        request_factory: Any,
+        handler_cancellation: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            handler,
+            request_factory=as_origin_form(request_factory),
+            handler_cancellation=handler_cancellation,
+            **kwargs,
+        )
+        self._connection_kwargs = kwargs
+        self._idle_timeout = idle_timeout
+        self._made_on = asyncio.get_running_loop()
+
+    def __call__(self) -> Connection:
+        return Connection(
+            self, loop=self._made_on, idle_timeout=self._idle_timeout, **self._connection_kwargs
+        )
+
+
+class Runner(web.AppRunner):
+    """web.AppRunner whose server is the gateway's (aiohttp has no public switch for the
+    connection class, so the one private step, `_make_server`, is taken over here)."""
+
+    def __init__(self, app: web.Application, *, idle_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._idle_timeout = idle_timeout
+        self._server_kwargs = {
+            k: v for k, v in kwargs.items() if k not in ("handle_signals", "shutdown_timeout")
+        }
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()  # the app's startup; its own Server is unused
+        return Server(
+            made.request_handler,
+            idle_timeout=self._idle_timeout,
+            request_factory=made.request_factory,
+            **self._server_kwargs,
+        )
+
+
+def as_origin_form(factory: Any) -> Any:
+    """A request factory that turns a request in absolute form (RFC 9112 §3.2.2) into its
+    origin form, the target's authority taking the place of any Host header, before routing."""
+
+    def make(message: Any, *args: Any) -> Any:
+        return factory(origin_form(message), *args)
+
+    return make
+
+
+def origin_form(message: Any) -> Any:
+    url: URL = message.url
+    if not url.absolute or message.method == "CONNECT":
+        return message
+    if url.scheme not in ("http", "https") or url.raw_user is not None or not url.raw_host:
+        return message  # left as it is: the guard refuses a target that is not origin-form
+    authority = url.raw_authority
+    target = url.raw_path_qs or "/"
+    headers = CIMultiDict(message.headers)
+    headers["Host"] = authority
+    raw = tuple((n, v) for n, v in message.raw_headers if n.lower() != b"host")
+    return message._replace(
+        path=target,
+        url=URL(target, encoded=True),
+        headers=CIMultiDictProxy(headers),
+        raw_headers=((b"Host", authority.encode("ascii")), *raw),
+    )
+
+
+def refused(request: web.BaseRequest) -> web.Response | None:
+    """The refusal of a request whose target or Host the gateway does not serve, or None."""
+    target = request.raw_path
+    if request.method == "CONNECT" or target == "*":
+        return _refuse(
+            501, "Not Implemented", "the gateway is neither a tunnel nor a forward proxy"
+        )
+    if not target.startswith("/") or not target.isascii() or not target.isprintable():
+        return _refuse(400, "Bad Request", "the request target is malformed")
+    hosts = request.headers.getall("Host", [])
+    needs_host = request.version >= HttpVersion11
+    if len(hosts) > 1 or (hosts and not h.valid_host(hosts[0])) or (needs_host and not hosts):
+        return _refuse(400, "Bad Request", "the Host header is not one host[:port] (RFC 9112 §3.2)")
+    return None
+
+
+def _refuse(status: int, title: str, detail: str) -> web.Response:
+    log.warning(title, extra={"event": "bad_request", "status": status})
+    response = responses.problem(status, title, detail)
+    response.force_close()
+    return response
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse what `refused` names; aiohttp's own HTTP errors become problem+json."""
+    refusal = refused(request)
+    if refusal is not None:
+        return refusal
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+        return responses.problem(e.status, e.reason, e.reason, headers=allow)
+
+
+def expect_handler(max_body: int) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """Expect: 100-continue (RFC 9110 §10.1.1): a request the gateway will refuse, a declared
+    body over max_body included, gets its refusal instead of an invitation to send the body."""
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        refusal = refused(request)
+        if refusal is None and (request.content_length or 0) > max_body:
+            refusal = responses.too_large(max_body)
+        if refusal is not None:
+            return refusal
+        if request.version != HttpVersion11 or request.headers["Expect"].lower() != "100-continue":
+            return _refuse(417, "Expectation Failed", "only Expect: 100-continue is served")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    return expect
