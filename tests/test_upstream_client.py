@@ -201,6 +201,20 @@ async def test_connection_close_and_extra_bytes_are_not_reused(pool: Pool, raw: 
     assert (len(up.received), len(extra.received)) == (2, 2)
 
 
+async def test_a_connection_that_speaks_while_idle_is_not_reused(pool: Pool, raw: Any) -> None:
+    async def script(reader: Any, writer: asyncio.StreamWriter, up: RawUpstream) -> None:
+        while await up.head(reader):
+            writer.write(answer())
+            await writer.drain()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nunasked")
+
+    up = await raw(script)
+    assert (await call(pool, up.url))[1] == b"ok"
+    await wait_for(lambda: not any(pool._idle.values()))  # dropped, whenever the bytes came
+    assert (await call(pool, up.url))[1] == b"ok"
+    assert len(up.received) == 2
+
+
 async def test_a_reset_on_a_reused_connection_is_reported_and_not_sent_again(
     pool: Pool, raw: Any
 ) -> None:
