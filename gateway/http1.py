@@ -94,6 +94,8 @@ class Connection(asyncio.Protocol):
         self.pieces: deque[bytes] = deque()
         self._buffered = 0
         self._reading = True
+        if self.lost:  # closed since it was put back: fail at once, nothing sent
+            self.error = Broken("reset", "the upstream closed the idle connection", False)
 
     @property
     def reason(self) -> str:
