@@ -16,6 +16,7 @@ from aiohttp.web import BaseRunner
 from gateway.app import create_app
 from gateway.config import Config, parse
 from gateway.protocol import Runner
+from tests.console import admin_config, pair  # noqa: F401
 from tests.fakes import FakeUpstream
 from tests.stores import postgres, postgres_url, store, store_pair  # noqa: F401
 
