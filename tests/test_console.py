@@ -113,12 +113,22 @@ async def test_the_jobs_list_pages_by_key_50_at_a_time(pair: Pair) -> None:
 
 
 async def test_a_canary_in_body_credentials_query_and_answer_headers_never_shows(
-    aiohttp_client: Any, make_config: MakeConfig
+    aiohttp_client: Any, make_config: MakeConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="gateway.console")
+
     async def leaky(request: web.Request) -> web.Response:
         await request.read()
+        if request.path.endswith("/cut"):  # no answer at all: the job fails
+            assert request.transport is not None
+            request.transport.close()
         headers = {"X-Secret": CANARY, "Set-Cookie": f"s={CANARY}", "Location": f"/{CANARY}"}
-        return web.Response(text=f"body {CANARY}", headers=headers, content_type="text/plain")
+        return web.Response(
+            text=f"body {CANARY}",
+            headers=headers,
+            reason=f"Fine {CANARY}",
+            content_type="text/plain",
+        )
 
     backend = web.Application()
     backend.router.add_route("*", "/{tail:.*}", leaky)
@@ -129,12 +139,17 @@ async def test_a_canary_in_body_credentials_query_and_answer_headers_never_shows
     pair = await pair_for(aiohttp_client, config)
     secret = {"Authorization": f"Bearer {CANARY}", "X-Api-Key": CANARY}
     done = await pair.post_job(f"/async/a?key={CANARY}&n=1", body=CANARY.encode(), headers=secret)
+    cut = await pair.post_job(f"/async/cut?key={CANARY}", body=CANARY.encode(), headers=secret)
     await settled(pair.gateway, f"http://x/_gateway/jobs/{done}", headers=secret)
+    await wait_for(lambda: pair.reached(cut, "failed"))
     rt = pair.gateway.app[RUNTIME]
     rt.dispatcher._claiming = False
     waiting = await pair.post_job(f"/async/b?key={CANARY}", body=CANARY.encode(), headers=secret)
     seen = []
-    for path in ["/", "/jobs", f"/jobs/{done}", f"/jobs/{waiting}", "/jobs/retry"]:
+    paths = ["/", "/jobs", f"/jobs/{done}", f"/jobs/{waiting}", f"/jobs/{cut}", "/jobs/retry"]
+    paths += ["/jobs?status=completed", "/jobs?prefix=/async", f"/jobs?prefix={done[:12]}"]
+    paths += ["/jobs?route=/async&upstream=legacy", "/jobs/retry?status=failed&route=/async"]
+    for path in paths:
         for headers in (BEARER, JSON):
             response = await pair.console.get(path, headers=headers)
             assert response.status == 200, path
@@ -143,13 +158,16 @@ async def test_a_canary_in_body_credentials_query_and_answer_headers_never_shows
     assert view["query_names"] == ["key", "n"] and view["response"]["status"] == 200
     names = [h["name"] for h in view["response"]["headers"]]
     assert "X-Secret" in names and "Set-Cookie" in names
-    for job_id in (done, waiting, None):
+    assert (await pair.view(cut))["failure"]["kind"] == "reset"
+    for job_id in (done, waiting, cut, None):
         query = f"?job={job_id}" if job_id else ""
         async with pair.console.get("/events" + query, headers=BEARER) as stream:
             seen.append((await stream.content.readuntil(b"\n\n")).decode())
             seen.append((await stream.content.readuntil(b"\n\n")).decode())
+    retried = await pair.console.post(f"/jobs/{cut}/retry", headers=JSON)
+    seen += [await retried.text(), *(f"{r.getMessage()} {vars(r)}" for r in caplog.records)]
     assert all(CANARY not in text for text in seen)
-    assert any("event: snapshot" in text for text in seen)
+    assert sum("event: snapshot" in text for text in seen) == 4
 
 
 async def test_one_snapshot_task_feeds_every_viewer_and_stops_with_the_last(pair: Pair) -> None:
@@ -162,9 +180,17 @@ async def test_one_snapshot_task_feeds_every_viewer_and_stops_with_the_last(pair
             got = [(await stream.content.readuntil(b"\n\n")).decode() for _ in range(events)]
         return got
 
+    def snapshot_tasks() -> int:
+        return sum(t.get_name() == "console-snapshots" for t in asyncio.all_tasks())
+
+    async def count_tasks() -> int:
+        await wait_for(lambda: len(hub._watchers) == 3)
+        return snapshot_tasks()
+
     viewers = [watch("", 6), watch("", 6), watch(f"?job={job_id}", 6)]
     started = hub.snapshots
-    results = await asyncio.gather(*viewers)
+    results, tasks = await asyncio.gather(asyncio.gather(*viewers), count_tasks())
+    assert tasks == 1  # one task for three viewers
     assert hub.snapshots - started <= 10  # about 5 ticks for 3 viewers, not 15
     overview = json.loads(results[0][-1].split("data: ", 1)[1])
     assert overview["legacy.queued"] == "0" and overview["ready"] == "ready"
@@ -173,7 +199,7 @@ async def test_one_snapshot_task_feeds_every_viewer_and_stops_with_the_last(pair
     await wait_for(lambda: not hub.running)
     idle = hub.snapshots
     await asyncio.sleep(0.2)  # nothing is watching: no snapshot is taken
-    assert hub.snapshots == idle
+    assert hub.snapshots == idle and snapshot_tasks() == 0
 
 
 async def test_the_figures_follow_the_queue(pair: Pair, upstream: FakeUpstream) -> None:
