@@ -2,7 +2,7 @@
 download, no pytest plugin), launched once for the module.
 
 Without chromium these tests skip, except in CI (`CI` set), where they fail. With
-`CONSOLE_SCREENSHOTS` set they also write the README's screenshots under docs/.
+`CONSOLE_SCREENSHOTS` set they also write the README's screenshots under tests/screenshots/.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ ARGS = [
     "--no-first-run",
 ]
 TOKEN = "browser-token"
-SHOTS = ROOT / "docs"
+SHOTS = ROOT / "tests" / "screenshots"
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
