@@ -28,6 +28,13 @@ INSERT = (
     " request_size, retry_on_interrupt, binding, callback, created_at)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 )
+# A whole request of one piece, queued, in one statement: one round trip, its own transaction.
+ENQUEUE = (
+    "WITH j AS (INSERT INTO jobs (id, route, upstream, status, method, target, request_headers,"
+    " request_size, retry_on_interrupt, binding, callback, created_at)"
+    " VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id)"
+    " INSERT INTO bodies SELECT id, 0, 0, $12 FROM j"
+)
 PUT_PIECE = (
     "INSERT INTO bodies VALUES ($1, $2, $3, $4)"
     " ON CONFLICT (job_id, part, n) DO UPDATE SET data = excluded.data"
