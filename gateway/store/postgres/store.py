@@ -191,12 +191,15 @@ class PostgresStore:
             raise
         head = encoding.dumps_text([answer.status, answer.reason, answer.headers, size])
 
+        piece = (n - 1, last) if n else (None, None)
+
         async def record() -> bool:
-            async with self._db.transaction() as c:
-                if n:
-                    await c.execute(sql.PUT_PIECE, job_id, Part.ANSWER, n - 1, last)
-                done = await self._finish(c, job_id, owner, "completed", now, expires_at, head)
-                await c.execute(sql.DROP_PART, job_id, Part.REQUEST if done else Part.ANSWER)
+            async with self._db.statement() as c:
+                args = (job_id, owner, now, expires_at, head, *piece, webhook_id())
+                done = bool(await c.fetch(sql.COMPLETE, *args))
+            if not done and n > 1:  # the pieces stored before the last, for nothing
+                async with self._db.transaction() as c:
+                    await c.execute(sql.DROP_PART, job_id, Part.ANSWER)
             return done
 
         return await _persist(record)
