@@ -384,3 +384,17 @@ async def test_an_open_console_on_loopback_needs_no_token_but_checks_forms(
     # a page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) reads nothing
     for host in (f"evil.example:{port}", "evil.example", "127.0.0.1.evil.example", "[::2]:1"):
         assert (await pair.console.get("/", headers={"Host": host})).status == 403, host
+
+
+async def test_a_quiet_stream_sends_keepalives(
+    aiohttp_client: Any, admin_config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.console import live
+
+    monkeypatch.setattr(live, "KEEPALIVE", 0.05)
+    gateway = await aiohttp_client(create_app(admin_config))
+    console = await aiohttp_client(create_console(gateway.app[RUNTIME], tick=60))
+    async with console.get("/events", headers=BEARER) as stream:
+        assert b"event: snapshot" in await stream.content.readuntil(b"event: snapshot")
+        await stream.content.readuntil(b"\n\n")
+        assert await stream.content.readuntil(b"\n\n") == b": keepalive\n\n"

@@ -95,13 +95,15 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def stack(tmp_path: Path, upstream_timeout: str = "5s") -> AsyncIterator[Stack]:
+async def stack(
+    tmp_path: Path, upstream_timeout: str = "5s", max_in_flight: int = 2
+) -> AsyncIterator[Stack]:
     fake = await FakeUpstream().start()
     text = config_text(
         fake.url,
         str(tmp_path / "gateway.db"),
         extra=f"admin: {{port: 0, token: {TOKEN}}}",
-        upstream={"timeout": upstream_timeout, "max_in_flight": "2"},
+        upstream={"timeout": upstream_timeout, "max_in_flight": str(max_in_flight)},
     )
     app = create_app(parse(text, "browser.yaml", {}))
     runners = [web.AppRunner(app)]
@@ -195,12 +197,11 @@ async def test_the_overview_moves_live_and_can_pause(browser: Browser, tmp_path:
 async def test_find_a_failed_job_retry_it_and_cancel_a_queued_one(
     browser: Browser, tmp_path: Path
 ) -> None:
-    async with stack(tmp_path, upstream_timeout="1s") as s:
-        s.upstream.gate.clear()  # held past the 1 s timeout: each of these fails
+    async with stack(tmp_path, upstream_timeout="2s", max_in_flight=3) as s:
+        s.upstream.gate.clear()  # held past the 2 s timeout: each of these fails
         failed = [await s.post(f"/async/invoice-{n}?hold=1&token=t{n}") for n in range(3)]
         for job_id in failed:
             await wait_for(lambda: _is(s, job_id, "failed"))  # noqa: B023
-        s.upstream.gate.set()  # from now on the upstream answers at once
         context = await browser.new_context(viewport={"width": 1000, "height": 760})
         page = await s.page(context)
         await sign_in(page, s.console, s.errors)
@@ -215,8 +216,11 @@ async def test_find_a_failed_job_retry_it_and_cancel_a_queued_one(
         await expect(page.locator('[data-live="job.failure"]')).to_contain_text("timeout")
         await shoot(page, "console-job.png")
         await page.click("#retry")
-        # the same page, live: the job runs again and completes
+        # the same page, live: the job runs again, and completes once the upstream answers
+        await expect(page.locator('[data-live="job.status"]')).to_have_text("running")
+        s.upstream.gate.set()
         await expect(page.locator('[data-live="job.status"]')).to_have_text("completed")
+        await expect(page.locator("#changed")).to_be_visible()  # its actions are out of date
         await expect(page.locator('[data-live="job.response"]')).to_have_text("200")
         await expect(page.locator('[data-live="job.failure"]')).to_have_text("\N{EN DASH}")
         assert await s.state(failed[2]) == "completed"

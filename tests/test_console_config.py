@@ -75,3 +75,24 @@ def test_the_sidecar_refuses_an_open_console_on_every_interface() -> None:
     assert message.endswith(
         "admin.token: required when admin.host (0.0.0.0) is not a loopback address"
     )
+
+
+def test_a_console_port_in_use_is_a_clear_error_not_a_half_started_gateway(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    from tests.processes import free_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        admin_port = taken.getsockname()[1]
+        path = tmp_path / "gw.yaml"
+        db = tmp_path / "gw.db"
+        path.write_text(MINIMAL + f"storage: {{path: {db}}}\nadmin: {{port: {admin_port}}}\n")
+        result = run_cli("serve", "--config", str(path), "--port", str(free_port()))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{admin_port}" in result.stderr
+    assert '"event":"listening"' not in result.stderr.replace(" ", "")

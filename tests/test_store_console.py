@@ -170,18 +170,15 @@ async def test_bulk_retries_racing_queue_each_job_once(store: Store) -> None:
     assert await store.count_jobs(Filter(status=Status.QUEUED), 50) == 9
 
 
-async def test_bulk_retries_from_two_processes_queue_each_job_once(tmp_path: Path) -> None:
-    stores = [SQLiteStore(str(tmp_path / "race.db")) for _ in range(2)]
-    for one in stores:
-        await one.open()
-    try:
-        for n in range(20):
-            await failed(stores[0], f"f{n}")
-        both = await asyncio.gather(*(s.retry_failed(FAILED, T0 + 1, 3) for s in stores))
-        assert sum(both) == 20
-    finally:
-        for one in stores:
-            await one.close()
+async def test_bulk_retries_from_two_processes_queue_each_job_once(
+    store_pair: tuple[Store, Store],
+) -> None:
+    one, two = store_pair
+    for n in range(20):
+        await failed(one, f"f{n}")
+    both = await asyncio.gather(*(s.retry_failed(FAILED, T0 + 1, 3) for s in store_pair))
+    assert sum(both) == 20
+    assert await two.count_jobs(Filter(status=Status.QUEUED), 50) == 20
 
 
 @pytest.mark.parametrize(
@@ -216,3 +213,10 @@ async def test_the_console_reads_by_index(tmp_path: Path) -> None:
     clause, args = console_sql._where(FAILED, "99")
     listed = _plan(db, f"SELECT id FROM jobs {clause} ORDER BY seq DESC LIMIT 51", tuple(args))
     assert "INDEX jobs_failed" in listed and "SCAN jobs" not in listed, listed
+    # an id prefix within the time part matches most jobs: walked newest first, never sorted
+    for prefix, by_id in (("0Vcr", False), ("0VcrQlAGtXwa", True)):
+        clause, args = console_sql._where(Filter(prefix=prefix))
+        query = f"SELECT id FROM jobs {clause} ORDER BY seq DESC LIMIT 51"
+        plan = _plan(db, query, tuple(args))
+        assert ("sqlite_autoindex_jobs" in plan) is by_id, plan
+        assert ("TEMP B-TREE" in plan) is by_id, plan

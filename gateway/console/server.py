@@ -12,7 +12,7 @@ from importlib import resources
 import jinja2
 from aiohttp import web
 
-from gateway.console import access, live, pages, present
+from gateway.console import access, actions, live, pages, present
 from gateway.console.pages import CONSOLE, Console
 from gateway.errors import GatewayError
 from gateway.handlers import Runtime
@@ -60,10 +60,10 @@ def create_console(runtime: Runtime, tick: float = live.TICK) -> web.Application
     r = app.router
     r.add_get("/", pages.overview)
     r.add_get("/jobs", pages.jobs)
-    r.add_get("/jobs/retry", pages.bulk_confirm)
-    r.add_post("/jobs/retry", pages.bulk_retry)
+    r.add_get("/jobs/retry", actions.bulk_confirm)
+    r.add_post("/jobs/retry", actions.bulk_retry)
     r.add_get("/jobs/{id}", pages.job)
-    r.add_post("/jobs/{id}/{action:retry|cancel|forget}", pages.act)
+    r.add_post("/jobs/{id}/{action:retry|cancel|forget}", actions.act)
     r.add_get("/events", pages.events)
     r.add_get("/login", pages.login_form)
     r.add_post("/login", pages.login)

@@ -6,10 +6,19 @@ Content-Type and Content-Length, query values or a credential binding: they are 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from gateway.jobs import Answer, Job, Status
+from gateway import encoding
+from gateway.jobs import Answer, Failure, Job, Status
 
+# The columns the SQL backends select for a JobRow, in `row_of`'s order: never request
+# headers, bodies or bindings.
+COLUMNS = (
+    "seq, id, route, upstream, status, method, target, created_at, started_at, finished_at,"
+    " attempts, request_size, answer, failure"
+)
 SHOWN_VALUES = frozenset({"content-type", "content-length"})  # header values a page may show
 OUTCOMES = (Status.COMPLETED, Status.FAILED, Status.CANCELED)
 
@@ -94,6 +103,33 @@ def split_target(target: str) -> tuple[str, tuple[str, ...]]:
     path, _, query = target.partition("?")
     names = tuple(dict.fromkeys(p.partition("=")[0] for p in query.split("&") if p))
     return path, names
+
+
+def row_of(found: Sequence[Any]) -> JobRow:
+    """A JobRow from the COLUMNS of a row (its answer and failure as JSON text)."""
+    seq, job_id, route, upstream, status, method, target, *times, answer, failure = found
+    created_at, started_at, finished_at, attempts, request_size = times
+    job = Job(
+        id=job_id,
+        route=route,
+        upstream=upstream,
+        status=Status(status),
+        method=method,
+        target=target,
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        attempts=attempts,
+        request_size=request_size,
+        answer=_answer(encoding.loads(answer)) if answer else None,
+        failure=Failure(*encoding.loads(failure)) if failure else None,
+    )
+    return row(str(seq), job)
+
+
+def _answer(fields: list[Any]) -> Answer:
+    status, reason, headers, size = fields
+    return Answer(status, reason, tuple((name, value) for name, value in headers), size)
 
 
 def row(key: str, job: Job) -> JobRow:

@@ -11,17 +11,13 @@ import sqlite3
 from collections.abc import Collection
 from typing import Any
 
-from gateway import encoding
-from gateway.jobs import Answer, Failure, Job, Status
+from gateway.jobs import Status
 from gateway.store.sqlite import statements as sql
 from gateway.store.sqlite.reader import Reader
 from gateway.store.sqlite.writer import Writer
-from gateway.store.views import OUTCOMES, Filter, JobRow, Lane, row
+from gateway.store.views import COLUMNS, OUTCOMES, Filter, JobRow, Lane, row_of
 
-_COLUMNS = (
-    "seq, id, route, upstream, status, method, target, created_at, started_at, finished_at,"
-    " attempts, request_size, answer, failure"
-)
+ID_TIME = 8  # characters of time at the start of a job id (jobs.new_id)
 _LANES = "SELECT upstream, queued, running FROM lanes"
 _OLDEST = (
     "SELECT created_at FROM jobs WHERE status = 'queued' AND upstream = ? ORDER BY seq LIMIT 1"
@@ -31,7 +27,7 @@ _ENDED = (
     " AND finished_at >= ? LIMIT ?)"
 )
 _ONE = (
-    f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND status != 'receiving'"
+    f"SELECT {COLUMNS} FROM jobs WHERE id = ? AND status != 'receiving'"
     " AND (expires_at IS NULL OR expires_at > ?)"
 )
 _RETRY_BATCH = (
@@ -53,8 +49,7 @@ def _where(where: Filter, after: str | None = None) -> tuple[str, list[Any]]:
             terms.append(f"{column} = ?")
             args.append(value)
     if where.prefix:
-        column = "target" if where.by_path else "id"
-        terms.append(f"{column} >= ? AND {column} < ?")
+        terms.append(f"{_prefixed(where)} >= ? AND {_prefixed(where)} < ?")
         args += [where.prefix, where.prefix + "\U0010ffff"]
     if after is not None:
         terms.append("seq < ?")
@@ -62,30 +57,14 @@ def _where(where: Filter, after: str | None = None) -> tuple[str, list[Any]]:
     return "WHERE " + " AND ".join(terms), args
 
 
-def _row(found: Any) -> JobRow:
-    seq, job_id, route, upstream, status, method, target, *times, answer, failure = found
-    created_at, started_at, finished_at, attempts, request_size = times
-    job = Job(
-        id=job_id,
-        route=route,
-        upstream=upstream,
-        status=Status(status),
-        method=method,
-        target=target,
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        attempts=attempts,
-        request_size=request_size,
-        answer=_answer(encoding.loads(answer)) if answer else None,
-        failure=Failure(*encoding.loads(failure)) if failure else None,
-    )
-    return row(str(seq), job)
-
-
-def _answer(fields: list[Any]) -> Answer:
-    status, reason, headers, size = fields
-    return Answer(status, reason, tuple((name, value) for name, value in headers), size)
+def _prefixed(where: Filter) -> str:
+    """The column a prefix is compared with. An id begins with its time in 8 characters, so a
+    prefix that long or shorter can match every job: it is checked while walking newest first
+    (`+id` keeps SQLite off the id index, whose range would then be sorted whole); a longer one
+    reaches into the random part and finds its few jobs by the index."""
+    if where.by_path:
+        return "target"
+    return "id" if len(where.prefix or "") > ID_TIME else "+id"
 
 
 async def lanes(
@@ -116,13 +95,13 @@ async def lanes(
 
 async def find_jobs(reader: Reader, where: Filter, after: str | None, limit: int) -> list[JobRow]:
     clause, args = _where(where, after)
-    query = f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ?"
-    return [_row(found) for found in await reader.all(query, (*args, limit))]
+    query = f"SELECT {COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ?"
+    return [row_of(found) for found in await reader.all(query, (*args, limit))]
 
 
 async def find_job(reader: Reader, job_id: str, now: float) -> JobRow | None:
     found = await reader.one(_ONE, (job_id, now))
-    return _row(found) if found else None
+    return row_of(found) if found else None
 
 
 async def count_jobs(reader: Reader, where: Filter, at_most: int) -> int:
