@@ -293,6 +293,10 @@ async def test_the_database_stopped_under_load_loses_nothing_accepted(
     await wait_for(ready)  # the late replica too, once it has the key its peers bind with
     for location in accepted:  # every 202 was a stored job: each one ends, on any replica
         assert (await final(http, on(late, location)))[:2] == (200, "completed")
+    for replica in replicas.all:  # the outage in a line or two, not one a second per lane
+        log = replica.log.read_text()
+        assert "Traceback" not in log and "claim_failed" not in log
+        assert 1 <= log.count('"storage_unavailable"') <= 4
 
 
 async def outage_answers(

@@ -71,6 +71,11 @@ class Database:
                 await asyncio.wait_for(self._pool.close(), 5.0)
             self._pool.terminate()
 
+    @property
+    def down(self) -> bool:
+        """Whether the database is unreachable, as last seen (and logged once)."""
+        return self._down is not None
+
     def on_end(self, ended: Callable[[str], None], watched: Callable[[], Collection[str]]) -> None:
         self._ended, self._watched = ended, watched
 

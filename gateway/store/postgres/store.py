@@ -138,13 +138,18 @@ class PostgresStore:
         limit: int,
         cap: int | None = None,
     ) -> list[Job]:
-        await self._beat(owner, lease_until - now)
         most = NO_CAP if cap is None else cap
-        async with self._db.transaction() as c:
-            await c.execute(sql.LOCK, "gateway:claim:" + upstream)
-            rows = await c.fetch(sql.CLAIM, upstream, limit, most, owner, now)
-            if rows:  # an answer half-stored by an earlier try is dropped
-                await c.execute(sql.DROP_ANSWERS, [row[0] for row in rows])
+        try:
+            await self._beat(owner, lease_until - now)
+            async with self._db.transaction() as c:
+                await c.execute(sql.LOCK, "gateway:claim:" + upstream)
+                rows = await c.fetch(sql.CLAIM, upstream, limit, most, owner, now)
+                if rows:  # an answer half-stored by an earlier try is dropped
+                    await c.execute(sql.DROP_ANSWERS, [row[0] for row in rows])
+        except StorageError:
+            if self._db.down:  # an outage, logged once already: nothing to claim meanwhile
+                return []
+            raise
         return sorted((job_of(r) for r in rows), key=lambda job: (job.created_at, job.id))
 
     async def _beat(self, owner: str, lease: float) -> None:
