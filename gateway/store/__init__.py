@@ -32,7 +32,8 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def ping(self) -> None:
-        """Raise StorageError unless storage can be read now."""
+        """Raise StorageError unless storage can be read and written now (readyz asks this
+        every few seconds: cheap, no sync, nothing left behind)."""
 
     async def key(self) -> bytes:
         """A random key kept in the store and shared by every process using it."""

@@ -52,7 +52,7 @@ class MemoryStore:
         return None
 
     async def ping(self) -> None:
-        return None
+        return None  # memory can always be read and written
 
     async def key(self) -> bytes:
         return self._key

@@ -9,6 +9,8 @@ disk (`durability.py`). SQL lives here and in `statements.py`, nowhere else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Collection
@@ -35,6 +37,9 @@ from gateway.store.sqlite.reader import Reader
 from gateway.store.sqlite.writer import Writer
 
 BUSY_TIMEOUT_MS = 5000
+SCRUB_EVERY = 20.0  # deleted requests leave the files within a minute, with tries to spare
+SCRUB_WAIT = 0.1  # how long a scrub waits for readers before it tries again next time
+MIN_FREE = 8 * 1024**2  # less room than this on the disk: not ready (see ping)
 NO_CAP = 2**62  # a claim's cap when the caller sets none
 
 
@@ -46,13 +51,20 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA journal_size_limit = 67108864")
+    # Deleted rows (a finished job's request: credentials and body) are overwritten with zeros
+    # in their pages and in the free list, not merely unlinked; `_scrub` clears the WAL.
+    conn.execute("PRAGMA secure_delete = ON")
     schema.create(conn)
     return conn
 
 
 class SQLiteStore:
-    def __init__(self, path: str, on_commit: OnCommit | None = None) -> None:
+    def __init__(
+        self, path: str, on_commit: OnCommit | None = None, scrub_every: float = SCRUB_EVERY
+    ) -> None:
         self.path = path
+        self._scrub_every = scrub_every
+        self._scrubber: asyncio.Task[None] | None = None
         self._durability = Durability(path)
         self._writer = Writer(
             lambda: _connect(path),
@@ -71,14 +83,39 @@ class SQLiteStore:
         except (sqlite3.Error, OSError) as e:
             await self.close()
             raise StorageError(f"cannot open {self.path}: {e}") from e
+        self._scrubber = asyncio.create_task(self._scrub(), name="sqlite-scrub")
 
     async def close(self) -> None:
+        if self._scrubber is not None:
+            self._scrubber.cancel()
+            await asyncio.gather(self._scrubber, return_exceptions=True)
+            self._scrubber = None
         await self._reader.close()
         await self._writer.stop()
         self._durability.close()
 
     async def ping(self) -> None:
+        """Readable: a query answers. Writable: the file system is not read-only and has room
+        (a full disk fails every accept; a test write could land in WAL space already held)."""
         await self._reader.all("SELECT 1", ())
+        where = os.path.dirname(os.path.abspath(self.path))
+        try:
+            room = os.statvfs(where)
+        except OSError as e:
+            raise StorageError(f"cannot look at {where}: {e}") from e
+        if room.f_flag & os.ST_RDONLY:
+            raise StorageError(f"{where} is read-only")
+        if room.f_bavail * room.f_frsize < MIN_FREE:
+            raise StorageError(f"{where} is full: {room.f_bavail * room.f_frsize} bytes free")
+
+    async def _scrub(self) -> None:
+        """With secure_delete, the bytes of a deleted request last only in WAL frames written
+        before it was deleted; a checkpoint that truncates the WAL every `scrub_every` ends
+        them (one that readers hold up is tried again next time)."""
+        while True:
+            await asyncio.sleep(self._scrub_every)
+            with contextlib.suppress(StorageError):
+                await self._writer.checkpoint(wait=SCRUB_WAIT)
 
     async def key(self) -> bytes:
         """A random key kept in the store, shared by every process that uses it."""
