@@ -110,6 +110,7 @@ async def test_a_well_formed_idempotency_key_still_makes_one_job(gateway: Any, k
 MALFORMED = [
     (b"GARBAGE-MARKER\r\n\r\n", 400),
     (b"GET /MARKER HTTP/9.9\r\nHost: h\r\n\r\n", 400),
+    (b"GET  HTTP/1.1\r\nHost: h\r\nX-MARKER: empty target\r\n\r\n", 400),
     (b"GET /MARKER\xff HTTP/1.1\r\nHost: h\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: h\r\nX-MARKER: a\x01b\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: h\r\nX MARKER: a\r\n\r\n", 400),

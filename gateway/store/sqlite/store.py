@@ -65,6 +65,7 @@ class SQLiteStore:
         self.path = path
         self._scrub_every = scrub_every
         self._scrubber: asyncio.Task[None] | None = None
+        self._deleted = False  # a request deleted since the last scrub: one is owed
         self._durability = Durability(path)
         self._writer = Writer(
             lambda: _connect(path),
@@ -90,6 +91,9 @@ class SQLiteStore:
             self._scrubber.cancel()
             await asyncio.gather(self._scrubber, return_exceptions=True)
             self._scrubber = None
+            if self._deleted:  # a short-lived process (jobs purge) scrubs before it goes
+                with contextlib.suppress(StorageError):
+                    await self._writer.checkpoint(wait=SCRUB_WAIT)
         await self._reader.close()
         await self._writer.stop()
         self._durability.close()
@@ -114,8 +118,14 @@ class SQLiteStore:
         them (one that readers hold up is tried again next time)."""
         while True:
             await asyncio.sleep(self._scrub_every)
-            with contextlib.suppress(StorageError):
-                await self._writer.checkpoint(wait=SCRUB_WAIT)
+            if not self._deleted:
+                continue  # nothing deleted: the WAL holds nothing that must go
+            self._deleted = False
+            try:
+                done = await self._writer.checkpoint(wait=SCRUB_WAIT)
+            except StorageError:
+                done = False
+            self._deleted = self._deleted or not done
 
     async def key(self) -> bytes:
         """A random key kept in the store, shared by every process that uses it."""
@@ -143,6 +153,7 @@ class SQLiteStore:
                 size, n = size + len(chunk), n + 1
             kept = await self._writer.run(sql.call(sql.enqueue, job, digest.hexdigest(), size))
         except BaseException:
+            self._deleted = True
             await self._writer.run(sql.call(sql.delete, job.id))
             raise
         return as_queued(job, size) if kept == job.id else await self._job(kept)
@@ -241,6 +252,7 @@ class SQLiteStore:
         except BaseException:
             await self._writer.run(sql.call(sql.drop_part, job_id, Part.ANSWER))
             raise
+        self._deleted = True  # the request, once this commits
         head = encoding.dumps_text([answer.status, answer.reason, answer.headers, size])
         piece = (n - 1, last) if n else None
         return bool(
@@ -267,9 +279,11 @@ class SQLiteStore:
         return bool(await self._writer.run(sql.call(sql.swapped, update, args)))
 
     async def cancel(self, job_id: str, now: float, expires_at: float) -> bool:
+        self._deleted = True
         return bool(await self._writer.run(sql.call(sql.cancel, job_id, now, expires_at)))
 
     async def forget(self, job_id: str) -> bool:
+        self._deleted = True
         return bool(await self._writer.run(sql.call(sql.forget, job_id)))
 
     async def retry(self, job_id: str) -> bool:
@@ -280,6 +294,7 @@ class SQLiteStore:
         return [sql.job_of(r) for r in rows]
 
     async def purge_finished(self, before: float) -> int:
+        self._deleted = True
         total = 0
         batch = sql.call(sql.delete_found, sql.FINISHED_BEFORE, (before,))
         while (deleted := await self._writer.run(batch)) > 0:
@@ -294,9 +309,10 @@ class SQLiteStore:
         return await self._swap(sql.STEAL, (owner, lease_until, job.id, job.owner, job.lease_until))
 
     async def purge(self, now: float, stale_before: float) -> int:
-        return int(
-            await self._writer.run(sql.call(sql.delete_found, sql.EXPIRED, (now, stale_before)))
-        )
+        found = sql.call(sql.delete_found, sql.EXPIRED, (now, stale_before))
+        deleted = int(await self._writer.run(found))
+        self._deleted = self._deleted or deleted > 0  # the sweep runs often, mostly in vain
+        return deleted
 
 
 async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
