@@ -12,8 +12,10 @@ RUN useradd --system --uid 10001 --home-dir /data --create-home gateway
 USER 10001
 WORKDIR /data
 VOLUME ["/data"]
+# The operator console stays off until GATEWAY_ADMIN_PORT is set (with GATEWAY_ADMIN_TOKEN).
 ENV GATEWAY_CONFIG=/etc/async-gateway/sidecar.yaml \
     GATEWAY_DB=/data/gateway.db \
+    GATEWAY_ADMIN_HOST=0.0.0.0 \
     PYTHONUNBUFFERED=1
 EXPOSE 8080
 STOPSIGNAL SIGTERM

@@ -28,7 +28,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 POST_1KB = HERE / "post_1kb.lua"
-ROWS = ("accept", "poll", "replay", "proxy", "e2e", "workers", "memory", "stored", "longpoll")
+ROWS = (
+    "accept",
+    "poll",
+    "replay",
+    "proxy",
+    "e2e",
+    "workers",
+    "memory",
+    "stored",
+    "longpoll",
+    "baseline",
+)
 
 
 def free_port() -> int:
@@ -82,8 +93,13 @@ routes:
 
 @contextmanager
 def gateway(
-    upstream_url: str, workdir: Path, workers: int = 1, db: Path | None = None
+    upstream_url: str,
+    workdir: Path,
+    workers: int | str = 1,
+    db: Path | None = None,
+    root: Path = ROOT,
 ) -> Iterator[str]:
+    """A gateway serving GATEWAY_CONFIG, from this checkout or another one's `root`."""
     port = free_port()
     db = db or workdir / f"gateway-{port}.db"
     config = workdir / f"gateway-{port}.yaml"
@@ -98,13 +114,31 @@ def gateway(
         "--port",
         str(port),
     ]
-    with process(command, port, cwd=ROOT):
+    with process(command, port, cwd=root):
         time.sleep(0.5 if workers == 1 else 1.5)  # every worker up
         yield f"http://127.0.0.1:{port}"
 
 
 @contextmanager
-def nginx(upstream_port: int, workdir: Path) -> Iterator[str]:
+def floor(kind: str, argument: str) -> Iterator[tuple[str, int]]:
+    """One of servers.py's floors: its URL and pid."""
+    command, port = server(kind)
+    with process([*command, argument], port) as proc:
+        yield f"http://127.0.0.1:{port}", proc.pid
+
+
+def worker_of(pid: int) -> int:
+    """nginx's one worker process, the child of its master `pid`."""
+    for _ in range(100):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.05)
+    return pid
+
+
+@contextmanager
+def nginx(upstream_port: int, workdir: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     conf = workdir / "nginx.conf"
     conf.write_text(f"""
@@ -120,8 +154,8 @@ http {{
   }}
 }}
 """)
-    with process(["nginx", "-c", str(conf), "-p", str(workdir)], port):
-        yield f"http://127.0.0.1:{port}"
+    with process(["nginx", "-c", str(conf), "-p", str(workdir)], port) as proc:
+        yield f"http://127.0.0.1:{port}", worker_of(proc.pid)
 
 
 def wrk(
@@ -268,26 +302,40 @@ Measure = Callable[[], dict[str, float]]
 
 
 def interleave(
-    name: str, pairs: int, reference: Measure, gateway: Measure, key: str = "rps"
+    name: str,
+    pairs: int,
+    reference: Measure,
+    gateway: Measure,
+    key: str = "rps",
+    floor: Measure | None = None,
 ) -> dict[str, object]:
-    """Measure reference and gateway `pairs` times, alternating who goes first; median ratio."""
-    ratios, raw = [], []
+    """Measure reference, floor (if any) and gateway `pairs` times, turning who goes first;
+    the median of the per-pair ratios to each, and each one's median CPU per request."""
+    measures = {"reference": reference, "gateway": gateway}
+    if floor is not None:
+        measures["floor"] = floor
+    order = list(measures)
+    raw: list[dict[str, dict[str, float]]] = []
     for i in range(pairs):
-        if i % 2 == 0:
-            ref, gw = reference(), gateway()
-        else:
-            gw = gateway()
-            ref = reference()
-        ratios.append(gw[key] / ref[key] if ref[key] else 0.0)
-        raw.append({"reference": ref, "gateway": gw})
-    row = {
-        "row": name,
-        "metric": key,
-        "median_ratio": round(statistics.median(ratios), 3),
-        "pairs": raw,
+        turn = order[i % len(order) :] + order[: i % len(order)]
+        raw.append({who: measures[who]() for who in turn})
+    row: dict[str, object] = {"row": name, "metric": key}
+    row["median_ratio"] = _median_ratio(raw, key, "reference")
+    if floor is not None:
+        row["floor_ratio"] = _median_ratio(raw, key, "floor")
+    row["cpu_us"] = {
+        who: statistics.median(p[who]["cpu_us"] for p in raw)
+        for who in order
+        if all("cpu_us" in p[who] for p in raw)
     }
+    row["pairs"] = raw
     print(json.dumps(row), flush=True)
     return row
+
+
+def _median_ratio(raw: list[dict[str, dict[str, float]]], key: str, to: str) -> float:
+    ratios = [p["gateway"][key] / p[to][key] if p[to][key] else 0.0 for p in raw]
+    return round(statistics.median(ratios), 3)
 
 
 def main() -> None:
@@ -295,7 +343,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--only", default=",".join(ROWS))
+    parser.add_argument("--only", default=",".join(r for r in ROWS if r != "baseline"))
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout, for the `baseline` row (this vs that)"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
@@ -321,6 +372,7 @@ def run_rows(rows: set[str], args: argparse.Namespace, workdir: Path) -> None:
             f"http://127.0.0.1:{noop_port}",
             up_port,
             noop.pid,
+            args.baseline,
         )
         for name in ROWS:
             if name in rows:

@@ -18,15 +18,17 @@ from gateway import handlers, operations, protocol, status
 from gateway.accesslog import AccessLines, logger_class
 from gateway.callbacks import Deliverer
 from gateway.config import Config
+from gateway.console.server import Listener
 from gateway.dispatcher import Dispatcher
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, StorageError
 from gateway.handlers import RUNTIME, Runtime
 from gateway.metrics import Metrics
 from gateway.store import Store, open_store
-from gateway.upstream import new_session
+from gateway.upstream import new_pool, new_session
 from gateway.workers import until_orphaned
 
 log = logging.getLogger("gateway")
+KEY_RETRY = 1.0  # how soon a store that could not give its key at start is asked again
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -63,23 +65,42 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
         else:
             opened = store
             await opened.open()
-        session = new_session()
-        dispatcher = Dispatcher(config, opened, session, metrics)
+        session, pool = new_session(), new_pool()
+        dispatcher = Dispatcher(config, opened, pool, metrics)
         deliverer = Deliverer(config, opened, session, dispatcher.endings, metrics)
-        key = await opened.key()
-        app[RUNTIME] = Runtime(config, opened, session, dispatcher, key, metrics)
+        opened.on_end(dispatcher.endings.ended, dispatcher.endings.watched)
+        try:
+            key = await opened.key()
+        except StorageError:  # a database not up yet: served as in an outage until it is
+            key = b""
+        runtime = Runtime(config, opened, pool, dispatcher, key, metrics)
+        app[RUNTIME] = runtime
+        keyed = asyncio.ensure_future(_bind_key(runtime))
         dispatcher.start()
         deliverer.start()
         try:
             yield
         finally:
+            keyed.cancel()
+            await asyncio.gather(keyed, return_exceptions=True)
             await deliverer.stop()
             await dispatcher.stop()
             await session.close()
+            await pool.close()
             await opened.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+async def _bind_key(runtime: Runtime) -> None:
+    """The binding key, from storage; a database still down at start is waited for, the
+    gateway serving meanwhile as in any outage (the store takes no job until the key is here)."""
+    while not runtime.key:
+        try:
+            runtime.key = await runtime.store.key()
+        except StorageError:
+            await asyncio.sleep(KEY_RETRY)
 
 
 async def serve(config: Config, host: str, port: int, shared_port: bool = False) -> None:
@@ -94,12 +115,15 @@ async def serve(config: Config, host: str, port: int, shared_port: bool = False)
         shutdown_timeout=5.0,
     )
     await runner.setup()
+    console = Listener(app[RUNTIME]) if config.admin.port is not None else None
     try:
         site = web.TCPSite(runner, host, port, reuse_port=shared_port)
         try:
             await site.start()
         except OSError as e:
             raise GatewayError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+        if console is not None:
+            await console.start(shared_port)
         log.info(
             "listening",
             extra={
@@ -120,8 +144,12 @@ async def serve(config: Config, host: str, port: int, shared_port: bool = False)
         log.info("draining", extra={"event": "draining", "grace_s": config.server.shutdown_grace})
         runtime = app[RUNTIME]
         runtime.draining = True
+        if console is not None:
+            await console.close()  # live streams told `bye` first: no browser holds this up
         await runtime.dispatcher.drain(config.server.shutdown_grace)
     finally:
+        if console is not None:
+            await console.close()
         await runner.cleanup()
         lines.flush()
     log.info("stopped", extra={"event": "stopped"})

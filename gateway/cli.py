@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the gateway in front of a bundled slow backend")
     demo.add_argument("--port", type=int, default=8080, help="the gateway's port (default 8080)")
     demo.add_argument("--db", default="./async-gateway-demo.db", help="the SQLite file to use")
+    demo.add_argument("--admin-port", type=int, help="the console's port (default: --port + 1)")
+    demo.add_argument("--quiet", action="store_true", help="send no demo jobs of its own")
     return parser
 
 
@@ -105,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from gateway import demo
 
-            run_async(demo.run(args.port, args.db))
+            admin_port = args.port + 1 if args.admin_port is None else args.admin_port
+            run_async(demo.run(args.port, args.db, admin_port, busy=not args.quiet))
             return 0
     except ConfigError as e:
         for message in e.messages:

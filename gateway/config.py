@@ -6,6 +6,7 @@ YAML or the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -104,6 +105,24 @@ class Callbacks:
 
 
 @dataclass(frozen=True)
+class Admin:
+    """The operator console: its own listener, loopback by default, off until a port is set."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    token: Secret = field(default_factory=Secret)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
 class Config:
     upstreams: Mapping[str, Upstream]
     routes: tuple[Route, ...]
@@ -111,6 +130,7 @@ class Config:
     storage: Storage = field(default_factory=Storage)
     jobs: Jobs = field(default_factory=Jobs)
     callbacks: Callbacks = field(default_factory=Callbacks)
+    admin: Admin = field(default_factory=Admin)
 
     def route_for(self, path: str, method: str) -> Route | None:
         return next((r for r in self.routes if r.matches(path, method)), None)
@@ -121,6 +141,11 @@ def _some_time(value: object) -> float:
     if seconds <= 0:
         raise ValueError("must be longer than 0s")
     return seconds
+
+
+def _optional_port(value: object) -> int | None:
+    """A port, or none for an empty string (`${GATEWAY_ADMIN_PORT:-}` left unset)."""
+    return None if value == "" else units.port(value)
 
 
 def default_path(environ: Mapping[str, str] | None = None) -> str:
@@ -156,7 +181,9 @@ class _Reader:
         self.src = src
 
     def config(self) -> Config | None:
-        top = self.mapping("", {"server", "storage", "jobs", "upstreams", "routes", "callbacks"})
+        top = self.mapping(
+            "", {"server", "storage", "jobs", "upstreams", "routes", "callbacks", "admin"}
+        )
         if top is None:
             return None
         upstreams = self.upstreams(top)
@@ -167,6 +194,7 @@ class _Reader:
             upstreams=upstreams,
             routes=self.routes(top, upstreams),
             callbacks=self.callbacks(),
+            admin=self.admin(),
         )
         return None if self.src.problems else config
 
@@ -211,6 +239,19 @@ class _Reader:
             secret=Secret(self.get("callbacks.secret", "", units.webhook_secret)),
             allow_hosts=tuple(self.get("callbacks.allow_hosts", [], units.name_list)),
         )
+
+    def admin(self) -> Admin:
+        self.mapping("admin", {"host", "port", "token"})
+        admin = Admin(
+            host=self.get("admin.host", "127.0.0.1", units.string),
+            port=self.get("admin.port", None, _optional_port),
+            token=Secret(self.get("admin.token", "", units.string)),
+        )
+        if admin.port is not None and not admin.token and not is_loopback(admin.host):
+            self.src.problem(
+                "admin.token", f"required when admin.host ({admin.host}) is not a loopback address"
+            )
+        return admin
 
     def upstreams(self, top: dict[str, Any]) -> dict[str, Upstream]:
         found = self.mapping("upstreams", None)

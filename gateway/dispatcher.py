@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import aiohttp
-
 from gateway import jobs
 from gateway.config import Config, Retry, Upstream
 from gateway.endings import Endings, until
@@ -27,7 +25,7 @@ from gateway.jobs import Again, Complete, Decision, Fail, Failure, Job
 from gateway.leases import LEASE, Housekeeping, new_owner
 from gateway.metrics import Metrics
 from gateway.store import Part, Store
-from gateway.upstream import UpstreamFailed, exchange
+from gateway.upstream import Pool, UpstreamFailed, exchange
 
 log = logging.getLogger("gateway.dispatcher")
 POLL = 1.0  # how often an idle lane looks for work queued by other processes
@@ -40,7 +38,7 @@ class Dispatcher:
         self,
         config: Config,
         store: Store,
-        session: aiohttp.ClientSession,
+        pool: Pool,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         lease: float = LEASE,
@@ -48,7 +46,7 @@ class Dispatcher:
         self._config = config
         self._metrics = metrics
         self._store = store
-        self._session = session
+        self._pool = pool
         self._clock = clock
         self._lease = lease
         self._rng = random.Random()
@@ -211,7 +209,7 @@ class Dispatcher:
             body = self._store.body(job.id, Part.REQUEST)
         try:
             async with exchange(
-                self._session, upstream, job.method, job.target, tuple(headers), body
+                self._pool, upstream, job.method, job.target, tuple(headers), body
             ) as reply:
                 decision = jobs.after_try(job, reply.answer, upstream.retry, started, self._rng)
                 if not isinstance(decision, Complete):

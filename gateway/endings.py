@@ -1,8 +1,9 @@
 """Wakes clients waiting for a job to end (Prefer: wait), with no polling of storage.
 
 A waiter registers before it reads the job's state, so an end that lands between the read and
-the wait is never missed. Jobs ended by another process wake nobody here: such a waiter answers
-when its wait runs out, with the state it then reads.
+the wait is never missed. Jobs ended by another process wake a waiter here only if the store
+hears of it (`Store.on_end`: PostgreSQL does); otherwise the waiter answers when its wait runs
+out, with the state it then reads.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class Endings:
             listener()
         if job_id in self._events:
             self._events[job_id][0].set()
+
+    def watched(self) -> list[str]:
+        """The jobs a client here waits on."""
+        return list(self._events)
 
     @property
     def waiting(self) -> int:

@@ -27,7 +27,7 @@ from gateway.errors import BodyTooLarge, IdempotencyConflict, StorageError
 from gateway.jobs import NewJob, Status
 from gateway.metrics import Metrics
 from gateway.store import CHUNK, Part, Store
-from gateway.upstream import UpstreamFailed, exchange
+from gateway.upstream import Pool, UpstreamFailed, exchange
 
 log = logging.getLogger("gateway.http")
 
@@ -38,7 +38,7 @@ class Runtime:
 
     config: Config
     store: Store
-    session: aiohttp.ClientSession
+    session: Pool  # the upstreams' keep-alive connections
     dispatcher: Dispatcher
     key: bytes
     metrics: Metrics

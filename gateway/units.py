@@ -5,9 +5,11 @@ Each function returns the value or raises ValueError with the message a user rea
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -95,8 +97,27 @@ def port(value: object) -> int:
 
 def workers(value: object) -> int:
     if value == "auto":
-        return os.cpu_count() or 1
+        return cores()
     return positive(value)
+
+
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cores(cpu_max: Path = CPU_MAX) -> int:
+    """The cores this process may use: those it may run on, capped by its cgroup's CPU quota
+    (a container's `--cpus`), rounded up."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota to read: the affinity stands
+    return count
 
 
 def boolean(value: object) -> bool:

@@ -1,28 +1,28 @@
-"""The only user of aiohttp's ClientSession: one exchange with an upstream, errors as values.
+"""One exchange with an upstream on the gateway's own HTTP/1.1 client, errors as values.
 
 Every way a call can go wrong becomes an `UpstreamFailed` carrying a `Failure` that says whether
-the request may have reached the upstream; the caller decides what follows.
+the request may have reached the upstream; the caller decides what follows. Callbacks keep
+aiohttp's ClientSession (`new_session`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
+from aiohttp import StreamReader
 
 from gateway.config import Upstream
 from gateway.errors import GatewayError
-from gateway.headers import Headers, decode
+from gateway.headers import Headers, content_length
+from gateway.http1 import READ_SIZE, Broken, Connection, request_head
 from gateway.jobs import Answer, Failure
+from gateway.pool import Origin, origin_of
+from gateway.pool import Pool as Pool
 
-READ_SIZE = 256 * 1024
 # aiohttp would otherwise add headers the client never sent.
 _NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
@@ -39,8 +39,13 @@ class Reply:
     body: AsyncIterator[bytes]
 
 
+def new_pool() -> Pool:
+    """One pool of keep-alive connections for every upstream; the dispatcher bounds its use."""
+    return Pool()
+
+
 def new_session() -> aiohttp.ClientSession:
-    """One pooled session for every upstream; concurrency is bounded by the dispatcher."""
+    """The callbacks' client session."""
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
         auto_decompress=False,
@@ -58,76 +63,99 @@ def new_session() -> aiohttp.ClientSession:
 
 @asynccontextmanager
 async def exchange(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     upstream: Upstream,
     method: str,
     target: str,
     headers: Headers,
-    body: Any,
+    body: Body,
 ) -> AsyncIterator[Reply]:
-    """Send one request; yield the answer's head and its body as it arrives."""
-    timeout = _timeout(upstream.timeout, upstream.connect_timeout)
+    """Send one request; yield the answer's head and its body as it arrives.
+
+    The whole exchange, until the caller leaves the block, is bounded by `upstream.timeout`.
+    """
+    origin = origin_of(upstream.url)
+    head, chunked = _head(method, origin, target, headers, body is not None)
+    conn = await _connect(pool, origin, min(upstream.connect_timeout, upstream.timeout))
+    conn.begin(method)
+    loop = asyncio.get_running_loop()
+    timer = loop.call_at(loop.time() + upstream.timeout, _expire, conn, upstream.timeout)
     try:
-        async with session.request(
-            method,
-            URL(upstream.url + target, encoded=True),
-            headers=CIMultiDict((_aiohttp_text(n), _aiohttp_text(v)) for n, v in headers),
-            data=body,
-            allow_redirects=False,
-            timeout=timeout,
-            compress=None,
-        ) as response:
-            reason = (response.reason or "").encode("utf-8", "surrogateescape").decode("latin-1")
-            answer = Answer(response.status, reason, decode(response.raw_headers))
-            yield Reply(answer, _chunks(response, upstream))
-    except UpstreamFailed:
-        raise
-    except (TimeoutError, aiohttp.ClientError, OSError) as e:
-        raise UpstreamFailed(failure_of(e, upstream)) from e
+        await _send(conn, head, body, chunked)
+        while not conn.head_done:
+            if conn.error is not None:
+                raise conn.error
+            await conn.wait()
+        answer = Answer(conn.status, conn.reason, tuple(conn.headers))
+        yield Reply(answer, _Pieces(conn, content_length(answer.headers)))
+    except Broken as e:
+        raise UpstreamFailed(e.failure) from e
+    finally:
+        timer.cancel()
+        pool.release(origin, conn)
 
 
-def _aiohttp_text(text: str) -> str:
-    """The gateway's header text (one code point a byte, headers.decode) as aiohttp's client
-    takes it: aiohttp encodes text as UTF-8, so bytes that are UTF-8 go as that text and leave
-    unchanged; any other bytes go as before, re-encoded, until the gateway has its own client."""
+Body = AsyncIterator[bytes] | StreamReader | None
+
+
+def _head(
+    method: str, origin: Origin, target: str, headers: Headers, has_body: bool
+) -> tuple[bytes, bool]:
     try:
-        return text.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        return text
+        return request_head(method, origin.base + target, origin.authority, headers, has_body)
+    except Broken as e:
+        raise UpstreamFailed(e.failure) from e
 
 
-@functools.lru_cache(maxsize=64)
-def _timeout(total: float, connect: float) -> aiohttp.ClientTimeout:
-    """One ClientTimeout per upstream, not one per call (it is immutable)."""
-    return aiohttp.ClientTimeout(total=total, sock_connect=connect)
-
-
-async def _chunks(response: aiohttp.ClientResponse, upstream: Upstream) -> AsyncIterator[bytes]:
-    """The body in pieces of at most READ_SIZE, each read only when the last is consumed; a
-    body declared no larger than that (most answers) in one read."""
+async def _connect(pool: Pool, origin: Origin, timeout: float) -> Connection:
     try:
-        length = response.content_length
-        if length is not None and length <= READ_SIZE:
-            whole = await response.content.read()
-            if whole:
-                yield whole
-            return
-        async for chunk in response.content.iter_chunked(READ_SIZE):
-            yield chunk
-    except (TimeoutError, aiohttp.ClientError, OSError) as e:
-        raise UpstreamFailed(failure_of(e, upstream)) from e
+        return await pool.acquire(origin, timeout)
+    except Broken as e:
+        raise UpstreamFailed(e.failure) from e
 
 
-def failure_of(error: BaseException, upstream: Upstream) -> Failure:
-    """Name what went wrong, and whether the request may have reached the upstream."""
-    if isinstance(error, aiohttp.ConnectionTimeoutError):
-        return Failure("timeout", f"connecting to the upstream timed out: {error}", sent=False)
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return Failure("refused", f"cannot connect to the upstream: {error.os_error}", sent=False)
-    if isinstance(error, asyncio.TimeoutError):
-        return Failure(
-            "timeout", f"the upstream did not answer within {upstream.timeout:g}s", sent=True
-        )
-    if isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | OSError):
-        return Failure("reset", f"the upstream closed the connection: {error}", sent=True)
-    return Failure("bad_answer", f"the upstream's answer was not valid HTTP: {error}", sent=True)
+def _expire(conn: Connection, seconds: float) -> None:
+    conn.fail(Broken("timeout", f"the upstream did not answer within {seconds:g}s", True))
+
+
+async def _send(conn: Connection, head: bytes, body: Body, chunked: bool) -> None:
+    """The head, then the body piece by piece as the upstream takes it. An upstream that
+    answers before it has the whole body (and closes) has its answer read all the same."""
+    conn.write(head)
+    if body is None:
+        return
+    pieces = body.iter_chunked(READ_SIZE) if isinstance(body, StreamReader) else body
+    try:
+        async for piece in pieces:
+            if not piece:
+                continue
+            conn.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+            await conn.drain()
+        if chunked:
+            conn.write(b"0\r\n\r\n")
+    except Broken:
+        if not conn.head_done:
+            raise
+
+
+class _Pieces:
+    """The answer's body: pieces of at most READ_SIZE bytes, each taken only when asked for; a
+    body declared no larger than that (most answers) whole, so a short one fails before any of
+    it is handed on."""
+
+    def __init__(self, conn: Connection, length: int | None) -> None:
+        self._conn = conn
+        self._whole = length is not None and length <= READ_SIZE
+
+    def __aiter__(self) -> _Pieces:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self._conn
+        while not conn.pieces or (self._whole and not conn.done):
+            if conn.done:
+                raise StopAsyncIteration
+            if conn.error is not None:
+                raise UpstreamFailed(conn.error.failure) from conn.error
+            await conn.wait()
+        return conn.take()

@@ -18,6 +18,7 @@ from gateway.config import Config, parse
 from gateway.protocol import Runner
 from gateway.store import Store
 from tests.fakes import FakeUpstream
+from tests.stores import postgres, postgres_url, store, store_pair  # noqa: F401
 
 MakeConfig = Callable[..., Config]
 
@@ -78,8 +79,8 @@ def make_config(upstream: FakeUpstream, tmp_path: Path) -> MakeConfig:
 class GatewayServer(TestServer):
     """aiohttp's test server on the gateway's own protocol shell, as `serve` runs it."""
 
-    def __init__(self, config: Config, store: Store | None = None) -> None:
-        super().__init__(create_app(config, store))
+    def __init__(self, config: Config, opened: Store | None = None) -> None:
+        super().__init__(create_app(config, opened))
         self.idle_timeout = config.server.idle_timeout
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -309,3 +310,25 @@ def test_check_validates_a_storage_url_without_connecting(tmp_path: Path) -> Non
         "storage.url",
         "storage.x",
     }
+
+
+def test_workers_auto_is_the_cores_a_container_may_use(tmp_path: Path) -> None:
+    mine = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # --cpus 1.5
+    assert units.cores(quota) == min(mine, 2)
+    quota.write_text("50000 100000\n")
+    assert units.cores(quota) == 1
+    quota.write_text("max 100000\n")
+    assert units.cores(quota) == mine
+    assert units.cores(tmp_path / "absent") == mine
+
+
+def test_the_replicas_example_checks_with_a_database_url() -> None:
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": "postgresql://gw:pw@db:5432/gateway"}
+    result = run_cli("check", "--config", "config/replicas.yaml", env=env)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("check", "--config", "config/replicas.yaml", env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and "storage.url: environment variable DATABASE_URL" in (
+        result.stderr
+    )

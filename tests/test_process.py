@@ -79,7 +79,8 @@ async def test_queued_jobs_survive_kill_9(
 
 async def test_demo_shows_202_then_the_replay(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     port = free_port()
-    demo = GatewayProcess(["demo", "--db", str(tmp_path / "demo.db")], tmp_path / "log", port=port)
+    args = ["demo", "--db", str(tmp_path / "demo.db"), "--admin-port", str(free_port()), "--quiet"]
+    demo = GatewayProcess(args, tmp_path / "log", port=port)
     await demo.start()
     try:
         async with http.post(demo.url + "/slow/report?seconds=0.2", data=b"hello") as response:

@@ -1,32 +1,16 @@
-"""The Store contract: every implementation (memory, SQLite, later PostgreSQL) passes this suite."""
+"""The Store contract: every backend (memory, SQLite, PostgreSQL: `tests/stores.py`) passes it."""
 
 from __future__ import annotations
 
-import fcntl
-import sqlite3
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from gateway.errors import IdempotencyConflict, StorageError
+from gateway.errors import IdempotencyConflict
 from gateway.jobs import Answer, Failure, Job, NewJob, Status
 from gateway.store import CHUNK, Part, Store
-from gateway.store.memory import MemoryStore
-from gateway.store.sqlite import SQLiteStore, statements
-from gateway.store.sqlite.durability import Durability
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened: Store = (
-        MemoryStore() if request.param == "memory" else SQLiteStore(str(tmp_path / "store.db"))
-    )
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 def new(job_id: str, upstream: str = "up", method: str = "POST", at: float = T0) -> NewJob:
@@ -115,75 +99,6 @@ async def test_a_cap_bounds_the_running_jobs_of_every_owner_together(store: Stor
     assert len(await store.claim_many("up", "w1", T0, T0 + 15, 5)) == 2  # no cap: the rest
 
 
-async def test_an_older_file_gets_its_lanes_counted_once(tmp_path: Path) -> None:
-    path = str(tmp_path / "old.db")
-    store = SQLiteStore(path)
-    await store.open()
-    for job_id in "abcd":
-        await accepted(store, job_id)
-    await store.claim("up", "w1", T0, T0 + 15)
-    await store.close()
-    with sqlite3.connect(path) as db:  # as a file written before the lanes table existed
-        for trigger in ("insert", "update", "delete"):
-            db.execute(f"DROP TRIGGER lanes_{trigger}")
-        db.execute("DROP TABLE lanes")
-    store = SQLiteStore(path)
-    await store.open()
-    assert await store.queued(100) == 3
-    assert len(await store.claim_many("up", "w2", T0, T0 + 15, 5, cap=2)) == 1  # a still runs
-    await accepted(store, "e")
-    assert await store.queued_by_upstream() == {"up": 3}
-    await store.close()
-
-
-async def test_a_piece_removed_while_a_body_is_read_is_an_error(tmp_path: Path) -> None:
-    """Not a body that ends short as if it were whole (a forget or a sweep, meanwhile)."""
-    path = str(tmp_path / "g.db")
-    store = SQLiteStore(path)
-    await store.open()
-    await store.accept(new("big"), pieces(*[bytes([i]) * CHUNK for i in range(3)]))
-    reading = store.body("big", Part.REQUEST)
-    assert await anext(reading) == bytes([0]) * CHUNK
-    with sqlite3.connect(path) as db:
-        db.execute("DELETE FROM bodies WHERE job_id = 'big' AND n = 1")
-    with pytest.raises(StorageError, match="removed while it was read"):
-        await anext(reading)
-    await store.close()
-
-
-async def test_an_ended_job_is_shown_only_once_its_end_is_on_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """While a writer of the file is between a COMMIT and its sync, what it ended may not be
-    on disk yet: a read that would show an end syncs the WAL first; a pending job needs not."""
-    syncs: list[str] = []
-    real_sync = Durability.sync
-
-    def counted(self: Durability) -> None:
-        syncs.append("sync")
-        real_sync(self)
-
-    monkeypatch.setattr(Durability, "sync", counted)
-    path = str(tmp_path / "g.db")
-    store = SQLiteStore(path)
-    await store.open()
-    try:
-        await accepted(store, "ended")
-        await accepted(store, "waiting")
-        await store.claim("up", "w1", T0, T0 + 15)
-        await store.complete("ended", "w1", Answer(200, "OK", ()), pieces(b"a"), T0, T0 + 100)
-        syncs.clear()
-        with open(path + "-sync", "rb") as other:  # another process's writer, mid-commit
-            fcntl.flock(other, fcntl.LOCK_SH)
-            waiting = await store.get("waiting", T0)
-            assert waiting is not None and waiting.status == Status.QUEUED and syncs == []
-            ended = await store.get("ended", T0)
-            assert ended is not None and ended.status == Status.COMPLETED and syncs == ["sync"]
-        assert await store.get("ended", T0) is not None and syncs == ["sync"]  # settled: no sync
-    finally:
-        await store.close()
-
-
 async def test_accept_takes_many_pieces(store: Store) -> None:
     parts = [bytes([i]) * CHUNK for i in range(3)] + [b"tail"]
     job = await store.accept(new("big"), pieces(*parts))
@@ -268,6 +183,8 @@ async def test_requeue_waits_until_due(store: Store) -> None:
     assert again is not None and again.attempts == 2
 
 
+# Leases on the caller's clock; PostgreSQL keeps them on its own (`test_store_postgres.py`).
+@pytest.mark.parametrize("store", ["memory", "sqlite"], indirect=True)
 async def test_leases_are_renewed_and_stolen_by_compare_and_set(store: Store) -> None:
     await accepted(store, "a")
     await store.claim("up", "w1", T0, T0 + 15)
@@ -297,19 +214,6 @@ async def test_finished_jobs_expire_and_are_purged(store: Store) -> None:
 async def test_key_is_stable(store: Store) -> None:
     key = await store.key()
     assert len(key) >= 32 and await store.key() == key
-
-
-async def test_sqlite_key_survives_reopen(tmp_path: Path) -> None:
-    path = str(tmp_path / "k.db")
-    first = SQLiteStore(path)
-    await first.open()
-    key = await first.key()
-    await first.close()
-    second = SQLiteStore(path)
-    await second.open()
-    assert await second.key() == key
-    assert await second.queued(100) == 0
-    await second.close()
 
 
 async def test_cancel_ends_a_pending_job_and_drops_its_request(store: Store) -> None:
@@ -384,25 +288,6 @@ async def test_ending_a_job_owes_its_callback_in_the_same_step(store: Store) -> 
     assert again is not None and again.webhook_id == owed.webhook_id and again.attempts == 2
     await store.callback_done(owed.webhook_id)
     assert await store.due_callback(T0 + 999, T0 + 999) is None
-
-
-@pytest.mark.parametrize(
-    ("query", "args", "indexes"),
-    [
-        (statements.EXPIRED, (T0, T0), {"jobs_expiry", "jobs_receiving"}),
-        (statements.CLAIM, ("w", T0, T0, "up", T0, 8, 8, "up"), {"jobs_queue"}),
-    ],
-)
-async def test_sweep_and_claim_are_found_by_index(
-    tmp_path: Path, query: str, args: tuple[object, ...], indexes: set[str]
-) -> None:
-    store = SQLiteStore(str(tmp_path / "plan.db"))
-    await store.open()
-    await store.close()
-    with sqlite3.connect(tmp_path / "plan.db") as db:
-        plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query, args))
-    assert all(f"INDEX {name}" in plan for name in indexes), plan
-    assert "SCAN jobs" not in plan, plan  # never a walk over every live job
 
 
 async def test_retry_requeues_a_failed_job_with_its_request(store: Store) -> None:

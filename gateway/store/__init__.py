@@ -1,5 +1,5 @@
 """The Store protocol: the domain verbs every storage backend implements, and `open_store`,
-the one place that picks a backend (`memory.py`, `sqlite/`) for a configuration.
+the one place that picks a backend (`memory.py`, `sqlite/`, `postgres/`) for a configuration.
 
 Every state change is a compare-and-set (`queued → running` only if still queued, `running → …`
 only by the lease holder), so several workers or processes can share one store safely.
@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Callable, Collection
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
-from gateway.errors import StorageError
 from gateway.jobs import Answer, Callback, Failure, Job, NewJob
 
 if TYPE_CHECKING:
     from gateway.config import Storage
+    from gateway.store.views import Filter, JobRow, Lane
 
 CHUNK = 256 * 1024  # bodies move to and from storage in pieces of at most this size
 OnCommit = Callable[[int, float], None]  # operations in one write transaction, its seconds
@@ -34,6 +34,10 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StorageError unless storage can be read and written now (readyz asks this
         every few seconds: cheap, no sync, nothing left behind)."""
+
+    def on_end(self, ended: Callable[[str], None], watched: Callable[[], Collection[str]]) -> None:
+        """Call `ended(job_id)` when another process (another replica) ends a job, if this
+        store hears of that; after a gap in hearing, for each job of `watched()` that ended."""
 
     async def key(self) -> bytes:
         """A random key kept in the store and shared by every process using it."""
@@ -128,15 +132,39 @@ class Store(Protocol):
     async def purge(self, now: float, stale_before: float) -> int:
         """Delete jobs past retention and uploads abandoned before `stale_before`."""
 
+    # -- the operator console's reads: projections without headers, bodies or bindings ------
+
+    async def lanes(self, upstreams: Collection[str], since: float, at_most: int) -> list[Lane]:
+        """Each upstream's queued and running jobs, its oldest waiting job's arrival, its jobs
+        ended since `since` by outcome and its failed jobs kept; counts stop at `at_most`."""
+
+    async def find_jobs(self, where: Filter, after: str | None, limit: int) -> list[JobRow]:
+        """Jobs matching `where`, newest first, from just past the row whose key is `after`:
+        paged by key, so a page stays the same while jobs arrive."""
+
+    async def find_job(self, job_id: str, now: float) -> JobRow | None:
+        """One job as the console shows it, or None as `get` would say."""
+
+    async def count_jobs(self, where: Filter, at_most: int) -> int:
+        """How many jobs match `where`, or `at_most` if that many or more."""
+
+    async def retry_failed(self, where: Filter, ended_before: float, batch: int) -> int:
+        """Every failed job matching `where` that ended before `ended_before` back to queued,
+        `batch` at a time, each batch a compare-and-set; how many were queued again."""
+
 
 async def open_store(storage: Storage, on_commit: OnCommit | None = None) -> Store:
     """The configured backend, opened; `on_commit` hears of each write transaction it makes.
 
     Backends are imported here, not above: one that is not configured is never loaded."""
-    from gateway.store.sqlite import SQLiteStore
-
+    store: Store
     if storage.url is not None:
-        raise StorageError("storage.url: this build has no PostgreSQL store yet")
-    store = SQLiteStore(storage.path, on_commit)
+        from gateway.store.postgres import PostgresStore
+
+        store = PostgresStore(storage.url, on_commit)
+    else:
+        from gateway.store.sqlite import SQLiteStore
+
+        store = SQLiteStore(storage.path, on_commit)
     await store.open()
     return store

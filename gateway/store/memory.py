@@ -6,8 +6,9 @@ Nothing survives the process; every verb keeps the same compare-and-set rules as
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import secrets
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 
 from gateway.errors import IdempotencyConflict
 from gateway.jobs import (
@@ -23,7 +24,8 @@ from gateway.jobs import (
     fingerprint,
     new_webhook_id,
 )
-from gateway.store import Part
+from gateway.store import Part, views
+from gateway.store.views import OUTCOMES, Filter, JobRow, Lane
 
 
 @dataclasses.dataclass
@@ -38,12 +40,14 @@ class _Row:
 
 
 class MemoryStore:
-    def __init__(self) -> None:
-        self._rows: dict[str, _Row] = {}
-        self._seq = 0
-        self._key = secrets.token_bytes(32)
-        self._keys: dict[str, tuple[str, str]] = {}  # idempotency key → (job id, fingerprint)
-        self._callbacks: dict[str, tuple[Callback, float]] = {}  # webhook id → (it, next_at)
+    def __init__(self, twin: MemoryStore | None = None) -> None:
+        """With `twin`, another instance on the same data, as two processes on one database."""
+        self._rows: dict[str, _Row] = twin._rows if twin else {}
+        self._seqs: Iterator[int] = twin._seqs if twin else itertools.count(1)
+        self._key: bytes = twin._key if twin else secrets.token_bytes(32)
+        # idempotency key → (job id, fingerprint); webhook id → (callback, next_at)
+        self._keys: dict[str, tuple[str, str]] = twin._keys if twin else {}
+        self._callbacks: dict[str, tuple[Callback, float]] = twin._callbacks if twin else {}
 
     async def open(self) -> None:
         return None
@@ -53,6 +57,9 @@ class MemoryStore:
 
     async def ping(self) -> None:
         return None  # memory can always be read and written
+
+    def on_end(self, ended: Callable[[str], None], watched: Callable[[], Collection[str]]) -> None:
+        """Ends made by other processes are not heard of: their waiters read at their timeout."""
 
     async def key(self) -> bytes:
         return self._key
@@ -69,9 +76,8 @@ class MemoryStore:
             return self._rows[earlier[0]].job
         if job.idempotency_key:
             self._keys[job.idempotency_key] = (job.id, digest.hexdigest())
-        self._seq += 1
         stored = as_queued(job, sum(map(len, chunks)))
-        self._rows[job.id] = _Row(stored, self._seq, bodies={Part.REQUEST: chunks})
+        self._rows[job.id] = _Row(stored, next(self._seqs), bodies={Part.REQUEST: chunks})
         return stored
 
     async def get(self, job_id: str, now: float, *, request: bool = False) -> Job | None:
@@ -273,3 +279,52 @@ class MemoryStore:
         for job_id in gone:
             del self._rows[job_id]
         return len(gone)
+
+    # -- the console's reads --------------------------------------------------------
+
+    async def lanes(self, upstreams: Collection[str], since: float, at_most: int) -> list[Lane]:
+        return [self._lane(name, since, at_most) for name in upstreams]
+
+    def _lane(self, upstream: str, since: float, at_most: int) -> Lane:
+        jobs = [r.job for r in self._rows.values() if r.job.upstream == upstream]
+        queued = [j for j in jobs if j.status == Status.QUEUED]
+        ended = {
+            str(outcome): sum(
+                1 for j in jobs if j.status == outcome and (j.finished_at or 0) >= since
+            )
+            for outcome in OUTCOMES
+        }
+        return Lane(
+            upstream=upstream,
+            queued=min(at_most, len(queued)),
+            running=sum(1 for j in jobs if j.status == Status.RUNNING),
+            oldest_queued_at=min((j.created_at for j in queued), default=None),
+            ended={k: min(at_most, n) for k, n in ended.items()},
+            failed=min(at_most, sum(1 for j in jobs if j.status == Status.FAILED)),
+        )
+
+    def _matching(self, where: Filter) -> list[_Row]:
+        rows = sorted(self._rows.values(), key=lambda r: -r.seq)
+        return [r for r in rows if where.matches(r.job)]
+
+    async def find_jobs(self, where: Filter, after: str | None, limit: int) -> list[JobRow]:
+        before = int(after) if after else None
+        found = [r for r in self._matching(where) if before is None or r.seq < before]
+        return [views.row(str(r.seq), r.job) for r in found[:limit]]
+
+    async def find_job(self, job_id: str, now: float) -> JobRow | None:
+        job = await self.get(job_id, now)
+        return None if job is None else views.row(str(self._rows[job_id].seq), job)
+
+    async def count_jobs(self, where: Filter, at_most: int) -> int:
+        return min(at_most, len(self._matching(where)))
+
+    async def retry_failed(self, where: Filter, ended_before: float, batch: int) -> int:
+        if where.status not in (None, Status.FAILED):
+            return 0
+        found = [
+            r.job.id
+            for r in self._matching(where)
+            if r.job.status == Status.FAILED and (r.job.finished_at or 0) < ended_before
+        ]
+        return sum([await self.retry(job_id) for job_id in found])

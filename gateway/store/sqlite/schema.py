@@ -42,6 +42,9 @@ CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (upstream, seq) WHERE status = 'qu
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_until) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_receiving ON jobs (created_at) WHERE status = 'receiving';
+CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (upstream, status, finished_at)
+    WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_failed ON jobs (seq) WHERE status = 'failed';
 CREATE TABLE IF NOT EXISTS bodies (
     job_id TEXT NOT NULL,
     part INTEGER NOT NULL,

@@ -1,4 +1,4 @@
-"""SQL for the SQLite store: queries, row mapping, and the operations the writer runs.
+"""SQL for the SQLite store: queries and the operations the writer runs.
 
 Each operation is a plain module-level function whose first argument is a sqlite3 connection,
 run inside the writer's transaction; nothing here awaits or opens connections. The store hands
@@ -16,8 +16,9 @@ from typing import Any
 
 from gateway import encoding
 from gateway.errors import IdempotencyConflict
-from gateway.jobs import Answer, Failure, Job, NewJob, Status, new_webhook_id
+from gateway.jobs import NewJob, Status, new_webhook_id
 from gateway.store import Part
+from gateway.store.rows import NAMES
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -39,13 +40,7 @@ QUEUED = "SELECT coalesce(sum(queued), 0) FROM lanes"
 QUEUED_BY_UPSTREAM = "SELECT upstream, queued FROM lanes WHERE queued > 0"
 
 
-# The jobs columns read back, named and ordered as the Job's fields.
-_NAMES = tuple(field.name for field in dataclasses.fields(Job))
-_STATUS, _HEADERS, _RETRY, _ANSWER, _FAILURE = (
-    _NAMES.index(name)
-    for name in ("status", "request_headers", "retry_on_interrupt", "answer", "failure")
-)
-COLUMNS = ", ".join(_NAMES)
+COLUMNS = ", ".join(NAMES)
 _VISIBLE = (
     "FROM jobs WHERE id = ? AND status != 'receiving' AND (expires_at IS NULL OR expires_at > ?)"
 )
@@ -89,12 +84,24 @@ STEAL = (
     "UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ? AND status = 'running'"
     " AND owner = ? AND lease_until = ?"
 )
-# The oldest due callback, leased until a time so that one process delivers it at a time.
+# The oldest due callback, leased until a time so that one process delivers it at a time: the
+# outer `next_at <= ?` makes the update a compare-and-set on the row still being due.
 DUE_CALLBACK = (
-    "UPDATE callbacks SET next_at = ?, attempts = attempts + 1 WHERE webhook_id ="
-    " (SELECT webhook_id FROM callbacks WHERE next_at <= ? ORDER BY next_at LIMIT 1)"
-    " RETURNING webhook_id, job_id, url, attempts"
+    "UPDATE callbacks SET next_at = ?1, attempts = attempts + 1 WHERE webhook_id ="
+    " (SELECT webhook_id FROM callbacks WHERE next_at <= ?2 ORDER BY next_at LIMIT 1)"
+    " AND next_at <= ?2 RETURNING webhook_id, job_id, url, attempts"
 )
+# An Idempotency-Key taken for a job: inserted, or taken over only from a job that is no longer
+# live (gone, past retention); no row back means a live job holds it.
+TAKE_KEY = (
+    "INSERT INTO idempotency (key, job_id, fingerprint) VALUES (?1, ?2, ?3)"
+    " ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id,"
+    " fingerprint = excluded.fingerprint WHERE NOT EXISTS (SELECT 1 FROM jobs j"
+    " WHERE j.id = idempotency.job_id AND j.status != 'receiving'"
+    " AND (j.expires_at IS NULL OR j.expires_at > ?4)) RETURNING job_id"
+)
+# Forgetting is one compare-and-set: the job row goes only if it is finished.
+FORGET = "DELETE FROM jobs WHERE id = ? AND status IN ('completed', 'failed', 'canceled')"
 CALLBACK_DONE = "DELETE FROM callbacks WHERE webhook_id = ?"
 CALLBACK_LATER = "UPDATE callbacks SET next_at = ? WHERE webhook_id = ?"
 # A batch of finished jobs that ended before a time (`jobs purge --older-than`).
@@ -137,25 +144,22 @@ def enqueue(c: sqlite3.Connection, job: NewJob, digest: str, body: bytes | int) 
     """Queue the job (its whole body, or the size of one received in pieces); the id kept.
 
     A live job already stored under the same Idempotency-Key is kept instead, if it is the
-    same request; another request under that key is a conflict.
+    same request; another request under that key is a conflict. The key is taken by one
+    compare-and-set (insert it, or take it over from a job that is gone), so two accepts under
+    one key make one job whatever runs them side by side.
     """
     if job.idempotency_key:
-        earlier = c.execute(
-            "SELECT i.job_id, i.fingerprint FROM idempotency i JOIN jobs j ON j.id = i.job_id"
-            " WHERE i.key = ? AND j.status != 'receiving'"
-            " AND (j.expires_at IS NULL OR j.expires_at > ?)",
-            (job.idempotency_key, job.created_at),
-        ).fetchone()
-        if earlier is not None:
+        taken = c.execute(TAKE_KEY, (job.idempotency_key, job.id, digest, job.created_at))
+        if taken.fetchone() is None:
+            earlier = c.execute(
+                "SELECT job_id, fingerprint FROM idempotency WHERE key = ?",
+                (job.idempotency_key,),
+            ).fetchone()
             if earlier[1] != digest:
                 raise IdempotencyConflict("the key was used for another request")
             if isinstance(body, int):
                 delete(c, job.id)
             return str(earlier[0])
-        c.execute(
-            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)",
-            (job.idempotency_key, job.id, digest),
-        )
     if isinstance(body, bytes):
         insert(c, job, Status.QUEUED, body)
     else:
@@ -232,8 +236,7 @@ def cancel(c: sqlite3.Connection, job_id: str, now: float, expires_at: float) ->
 
 
 def forget(c: sqlite3.Connection, job_id: str) -> bool:
-    row = c.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    if row is None or row[0] not in ("completed", "failed", "canceled"):
+    if c.execute(FORGET, (job_id,)).rowcount != 1:
         return False
     delete(c, job_id)
     return True
@@ -286,24 +289,3 @@ def owe_callback(c: sqlite3.Connection, job_id: str, now: float) -> None:
         " SELECT ?, id, callback, ? FROM jobs WHERE id = ? AND callback IS NOT NULL",
         (new_webhook_id(), now, job_id),
     )
-
-
-def job_of(row: Any) -> Job:
-    """A Job from a row of COLUMNS."""
-    fields = list(row)
-    headers, answer, failure = fields[_HEADERS], fields[_ANSWER], fields[_FAILURE]
-    fields[_STATUS] = Status(fields[_STATUS])
-    fields[_HEADERS] = _headers(encoding.loads(headers)) if headers else None
-    fields[_RETRY] = bool(fields[_RETRY])
-    fields[_ANSWER] = _answer(encoding.loads(answer)) if answer else None
-    fields[_FAILURE] = Failure(*encoding.loads(failure)) if failure else None
-    return Job(*fields)
-
-
-def _headers(pairs: list[list[str]]) -> tuple[tuple[str, str], ...]:
-    return tuple((name, value) for name, value in pairs)
-
-
-def _answer(fields: list[Any]) -> Answer:
-    status, reason, headers, size = fields
-    return Answer(status, reason, _headers(headers), size)

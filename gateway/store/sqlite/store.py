@@ -13,7 +13,7 @@ import contextlib
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 from gateway import encoding
@@ -30,11 +30,13 @@ from gateway.jobs import (
     fingerprint,
 )
 from gateway.store import OnCommit, Part
-from gateway.store.sqlite import schema
+from gateway.store.rows import job_of
+from gateway.store.sqlite import console_sql, schema
 from gateway.store.sqlite import statements as sql
 from gateway.store.sqlite.durability import Durability
 from gateway.store.sqlite.reader import Reader
 from gateway.store.sqlite.writer import Writer
+from gateway.store.views import Filter, JobRow, Lane
 
 BUSY_TIMEOUT_MS = 5000
 SCRUB_EVERY = 20.0  # deleted requests leave the files within a minute, with tries to spare
@@ -127,6 +129,9 @@ class SQLiteStore:
                 done = False
             self._deleted = self._deleted or not done
 
+    def on_end(self, ended: Callable[[str], None], watched: Callable[[], Collection[str]]) -> None:
+        """Ends made by other processes are not heard of: their waiters read at their timeout."""
+
     async def key(self) -> bytes:
         """A random key kept in the store, shared by every process that uses it."""
 
@@ -164,7 +169,7 @@ class SQLiteStore:
         row = await self._reader.one(sql.GET_WITH_REQUEST if request else sql.GET, (job_id, now))
         if not row:
             return None
-        job = sql.job_of(row)
+        job = job_of(row)
         if job.status in FINAL and not self._durability.settled():
             try:  # its end may be committed and not yet on disk: make sure before showing it
                 await asyncio.to_thread(self._durability.sync)
@@ -208,7 +213,7 @@ class SQLiteStore:
 
     async def running(self) -> list[Job]:
         rows = await self._reader.all(sql.RUNNING, ())
-        return [sql.job_of(r) for r in rows]
+        return [job_of(r) for r in rows]
 
     # -- transitions, each a compare-and-set --------------------------------------
 
@@ -227,7 +232,7 @@ class SQLiteStore:
     ) -> list[Job]:
         most = NO_CAP if cap is None else cap
         args = (owner, lease_until, now, upstream, now, limit, most, upstream)
-        taken = [sql.job_of(row) for row in await self._writer.run(sql.call(sql.claim, args))]
+        taken = [job_of(row) for row in await self._writer.run(sql.call(sql.claim, args))]
         return sorted(taken, key=lambda job: (job.created_at, job.id))
 
     async def complete(
@@ -291,7 +296,7 @@ class SQLiteStore:
 
     async def list_jobs(self, status: str | None, route: str | None, limit: int) -> list[Job]:
         rows = await self._reader.all(sql.LIST, (status, status, route, route, limit))
-        return [sql.job_of(r) for r in rows]
+        return [job_of(r) for r in rows]
 
     async def purge_finished(self, before: float) -> int:
         self._deleted = True
@@ -313,6 +318,23 @@ class SQLiteStore:
         deleted = int(await self._writer.run(found))
         self._deleted = self._deleted or deleted > 0  # the sweep runs often, mostly in vain
         return deleted
+
+    # -- the console's reads (console_sql.py) --------------------------------------
+
+    async def lanes(self, upstreams: Collection[str], since: float, at_most: int) -> list[Lane]:
+        return await console_sql.lanes(self._reader, upstreams, since, at_most)
+
+    async def find_jobs(self, where: Filter, after: str | None, limit: int) -> list[JobRow]:
+        return await console_sql.find_jobs(self._reader, where, after, limit)
+
+    async def find_job(self, job_id: str, now: float) -> JobRow | None:
+        return await console_sql.find_job(self._reader, job_id, now)
+
+    async def count_jobs(self, where: Filter, at_most: int) -> int:
+        return await console_sql.count_jobs(self._reader, where, at_most)
+
+    async def retry_failed(self, where: Filter, ended_before: float, batch: int) -> int:
+        return await console_sql.retry_failed(self._writer, where, ended_before, batch)
 
 
 async def _chain(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -1,0 +1,80 @@
+"""Every Store backend as a fixture, for the contract suites: `store` (memory, SQLite,
+PostgreSQL), `store_pair` (two instances on one database, as two processes or replicas), and
+`postgres` (the session's throwaway server) with `postgres_url` (a fresh database on it).
+
+Imported by conftest.py; another test file takes the fixtures by name.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.store import Store
+from gateway.store.memory import MemoryStore
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SQLiteStore
+from tests.postgres import Server
+
+BACKENDS = ["memory", "sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Server]:
+    """One server for the session; tests that cannot have one fail in CI and skip elsewhere."""
+    server = Server()
+    try:
+        server.start()
+    except Exception as e:
+        server.destroy()
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL cannot start: {e}")
+        pytest.skip(f"PostgreSQL cannot start: {e}")
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres: Server) -> str:
+    """A fresh database of its own, the URL naming it."""
+    name = "t_" + secrets.token_hex(6)
+    postgres.psql(f"CREATE DATABASE {name}")
+    return postgres.url(name)
+
+
+def _maker(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[], Store]:
+    """A function that makes another instance on the same database each time it is called."""
+    if kind == "memory":
+        first = MemoryStore()
+        made = iter([first])
+        return lambda: next(made, None) or MemoryStore(first)
+    if kind == "sqlite":
+        path = str(tmp_path / "store.db")
+        return lambda: SQLiteStore(path)
+    url: str = request.getfixturevalue("postgres_url")
+    return lambda: PostgresStore(url)
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    opened = _maker(request.param, tmp_path, request)()
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def store_pair(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Store, Store]]:
+    make = _maker(request.param, tmp_path, request)
+    one, two = make(), make()
+    await one.open()
+    await two.open()
+    yield one, two
+    await two.close()
+    await one.close()
