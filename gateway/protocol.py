@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web, web_protocol
 from aiohttp.http import HttpVersion11
+from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -181,12 +182,23 @@ class Runner(web.AppRunner):
 
 def as_origin_form(factory: Any) -> Any:
     """A request factory that turns a request in absolute form (RFC 9112 §3.2.2) into its
-    origin form, the target's authority taking the place of any Host header, before routing."""
+    origin form, the target's authority taking the place of any Host header, before routing;
+    and that hides Expect from aiohttp, which would answer it before any middleware runs (for
+    an unknown expectation, text/plain quoting the header): `guard` answers it instead, from
+    the raw headers."""
 
     def make(message: Any, *args: Any) -> Any:
-        return factory(origin_form(message), *args)
+        return factory(_without_expect(origin_form(message)), *args)
 
     return make
+
+
+def _without_expect(message: Any) -> Any:
+    if "Expect" not in message.headers:
+        return message
+    headers = CIMultiDict(message.headers)
+    del headers["Expect"]
+    return message._replace(headers=CIMultiDictProxy(headers))
 
 
 def origin_form(message: Any) -> Any:
@@ -233,34 +245,36 @@ def _refuse(status: int, title: str, detail: str) -> web.Response:
     return response
 
 
-@web.middleware
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse what `refused` names; aiohttp's own HTTP errors become problem+json."""
-    refusal = refused(request)
-    if refusal is not None:
-        return refusal
-    try:
-        return await handler(request)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
-        return responses.problem(e.status, e.reason, e.reason, headers=allow)
+def guard(max_body: int) -> Middleware:
+    """The middleware before every handler: refuse what `refused` names, answer Expect, and
+    turn aiohttp's own HTTP errors (the router's 404 and 405) into problem+json."""
 
-
-def expect_handler(max_body: int) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
-    """Expect: 100-continue (RFC 9110 §10.1.1): a request the gateway will refuse, a declared
-    body over max_body included, gets its refusal instead of an invitation to send the body."""
-
-    async def expect(request: web.Request) -> web.StreamResponse | None:
-        refusal = refused(request)
-        if refusal is None and (request.content_length or 0) > max_body:
-            refusal = responses.too_large(max_body)
+    @web.middleware
+    async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refusal = refused(request) or await _expected(request, max_body)
         if refusal is not None:
             return refusal
-        if request.version != HttpVersion11 or request.headers["Expect"].lower() != "100-continue":
-            return _refuse(417, "Expectation Failed", "only Expect: 100-continue is served")
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return None
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+            return responses.problem(e.status, e.reason, e.reason, headers=allow)
 
-    return expect
+    return guarded
+
+
+async def _expected(request: web.Request, max_body: int) -> web.Response | None:
+    """Expect (RFC 9110 §10.1.1): `100 Continue` now, or the refusal in its place, a declared
+    body over max_body included, so the client does not send a body only to be refused."""
+    expects = [v for n, v in request.raw_headers if n.lower() == b"expect"]
+    if not expects:
+        return None
+    if (request.content_length or 0) > max_body:
+        return responses.too_large(max_body)
+    if len(expects) != 1 or expects[0].strip().lower() != b"100-continue":
+        return _refuse(417, "Expectation Failed", "only Expect: 100-continue is served")
+    if request.version == HttpVersion11:  # an HTTP/1.0 client is sent no interim answer
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
