@@ -25,7 +25,7 @@ from gateway.handlers import RUNTIME, Runtime
 from gateway.metrics import Metrics
 from gateway.store import Store, open_store
 from gateway.upstream import new_pool, new_session
-from gateway.workers import until_orphaned
+from gateway.workers import release_signals, until_orphaned
 
 log = logging.getLogger("gateway")
 KEY_RETRY = 1.0  # how soon a store that could not give its key at start is asked again
@@ -135,6 +135,7 @@ async def serve(config: Config, host: str, port: int, shared_port: bool = False)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        release_signals()
         orphaned = asyncio.ensure_future(until_orphaned())
         orphaned.add_done_callback(lambda _: stop.set())
         await stop.wait()

@@ -24,6 +24,7 @@ log = logging.getLogger("gateway.workers")
 RESTART_DELAY = 1.0
 PARENT_ENV = "GATEWAY_SUPERVISOR"  # the supervisor's pid, as its workers were started with
 PARENT_CHECK_S = 0.5
+SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class Supervisor:
@@ -56,7 +57,14 @@ class Supervisor:
         return 0 if all(code == 0 for code in codes) else 1
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        worker = subprocess.Popen(self._command, env={**os.environ, PARENT_ENV: str(os.getpid())})
+        # A worker starts with SIGTERM and SIGINT held (the mask survives exec), so one sent
+        # while it is still starting waits for its handlers instead of killing it: it drains.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        try:
+            env = {**os.environ, PARENT_ENV: str(os.getpid())}
+            worker = subprocess.Popen(self._command, env=env)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         log.info("worker started", extra={"event": "worker_started", "pid": worker.pid})
         return worker
 
@@ -81,6 +89,12 @@ def worker_command(config_path: str, host: str, port: int) -> list[str]:
         str(port),
         "--worker",
     ]
+
+
+def release_signals() -> None:
+    """Let in the SIGTERM and SIGINT a worker was started holding, once its handlers are set;
+    one that came meanwhile is handled now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 async def until_orphaned() -> None:

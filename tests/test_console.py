@@ -168,7 +168,13 @@ async def test_a_browser_post_needs_the_form_csrf_token(pair: Pair, upstream: Fa
     csrf = await signed_in(pair)
     job_id = await pair.post_job("/async/a?hold=1")
     same = {"Sec-Fetch-Site": "same-origin"}
-    for data in ({}, {"csrf": "0" * 64}, {"csrf": ""}):
+    for data in (
+        {},
+        {"csrf": "0" * 64},
+        {"csrf": ""},
+        {"csrf": "\u00e9" * 64},
+        {"csrf": "x" * 60_000},
+    ):
         response = await pair.console.post(f"/jobs/{job_id}/cancel", data=data, headers=same)
         assert response.status == 403
     response = await pair.console.post(
@@ -398,3 +404,65 @@ async def test_a_quiet_stream_sends_keepalives(
         assert b"event: snapshot" in await stream.content.readuntil(b"event: snapshot")
         await stream.content.readuntil(b"\n\n")
         assert await stream.content.readuntil(b"\n\n") == b": keepalive\n\n"
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "",
+        ".",
+        "1700000000",
+        "1700000000.",
+        "\u0661\u0667\u0660\u0660.abc",  # digits that are not ASCII
+        "\uff11\uff17\uff10\uff10.abc",
+        "-1.abc",
+        "1" * 40 + ".abc",
+        "x" * 100_000,
+        "1700000000.zz\u00e9",
+        "1700000000.\ud800",
+    ],
+)
+def test_a_malformed_session_is_no_session(cookie: str) -> None:
+    from gateway.console.access import Access
+
+    access = Access.of(TOKEN, b"k" * 32)
+    assert not access.session_ok(cookie, 1_700_000_100.0)
+    assert access.session_ok(access.new_session(1_700_000_000.0), 1_700_000_100.0)
+    assert not access.session_ok(access.new_session(1_700_000_000.0), 1_700_000_000.0 + 13 * 3600)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "",
+        "Bearer",
+        "Bearer ",
+        f"Basic {TOKEN}",
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN[:-1]}",
+        "Bearer t\u00f6ken",
+        "Bearer " + "x" * 100_000,
+    ],
+)
+def test_only_the_exact_bearer_token_signs_in(authorization: str) -> None:
+    from gateway.console.access import Access
+
+    access = Access.of(TOKEN, b"k" * 32)
+    assert not access.bearer_ok(authorization)
+    assert access.bearer_ok(f"Bearer {TOKEN}") and access.bearer_ok(f"bearer  {TOKEN}")
+    assert not Access.of("", b"k" * 32).bearer_ok("Bearer ")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": ""},
+        {"Sec-Fetch-Site": "SAME-ORIGIN"},
+        {"Sec-Fetch-Site": "same-origin, cross-site"},
+        {"Origin": ""},
+        {"Origin": "http://127.0.0.1"},  # another port is another origin
+    ],
+)
+async def test_odd_fetch_metadata_is_refused(pair: Pair, headers: dict[str, str]) -> None:
+    response = await pair.console.post("/jobs/retry", headers={**headers, **JSON})
+    assert response.status == 403

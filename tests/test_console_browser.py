@@ -189,6 +189,16 @@ async def test_the_overview_moves_live_and_can_pause(browser: Browser, tmp_path:
             }"""
         )
         await wait_for(lambda: not hub.running)  # a hidden tab keeps no stream open
+        await page.evaluate(
+            """() => {
+                Object.defineProperty(document, "hidden", {value: false, configurable: true});
+                document.dispatchEvent(new Event("visibilitychange"));
+            }"""
+        )
+        await wait_for(lambda: hub.running)  # shown again: the stream is back
+        await hub.bye()  # what a drain does: the page stops listening, and says why
+        await expect(page.locator("#live-state")).to_contain_text("no longer update")
+        await expect(page.locator('[data-live="draining"]')).to_have_text("draining")
         await assert_no_inline_code(page)
         s.check_page_hygiene()
         await context.close()

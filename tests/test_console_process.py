@@ -117,3 +117,23 @@ async def test_an_installed_wheel_serves_the_console(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+async def test_the_demo_prints_its_console_and_keeps_it_busy(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    admin_port = free_port()
+    args = ["demo", "--db", str(tmp_path / "demo.db"), "--admin-port", str(admin_port)]
+    demo = await GatewayProcess(args, tmp_path / "log").start()
+    try:
+        console = f"http://127.0.0.1:{admin_port}/"
+        assert f"Operator console: {console}" in (tmp_path / "log").read_text()
+
+        async def jobs_seen() -> bool:
+            async with http.get(console, headers={"Accept": "application/json"}) as response:
+                lanes = (await response.json())["upstreams"]
+            return any(lane["running"] or lane["queued"] for lane in lanes)
+
+        await wait_for(jobs_seen, 15)  # the demo's own traffic, on a page nobody set up
+    finally:
+        demo.kill()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.conftest import config_text, final, wait_for
 from tests.fakes import FakeUpstream
@@ -96,6 +97,7 @@ async def test_demo_shows_202_then_the_replay(tmp_path: Path, http: aiohttp.Clie
 MIB = 1024 * 1024
 
 
+@pytest.mark.timeout(240)  # its own waits are 120 s each: 400 MiB through a shared disk
 async def test_a_200_mib_body_does_not_grow_the_process_by_its_size(
     tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:

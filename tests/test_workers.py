@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import aiohttp
 
 from tests.conftest import config_text, final, wait_for
 from tests.fakes import FakeUpstream, header_values
-from tests.processes import GatewayProcess
+from tests.processes import ROOT, GatewayProcess
 
 
 def events(log: Path, name: str) -> list[dict[str, object]]:
@@ -106,3 +108,28 @@ async def test_max_in_flight_holds_across_workers(tmp_path: Path, upstream: Fake
     finally:
         gateway.signal(signal.SIGTERM)
         await gateway.wait_exit()
+
+
+async def test_a_sigterm_while_workers_start_drains_them_all(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """The supervisor forwards a SIGTERM to workers that may still be importing: each must
+    drain and exit 0, not die of the signal before its handlers are in place."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config_text(upstream.url, str(tmp_path / "g.db"), server="{workers: 2}"))
+    log = tmp_path / "log"
+    gateway = GatewayProcess(["serve", "--config", str(path)], log)
+    with log.open("ab") as out:
+        gateway.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        await wait_for(lambda: len(events(log, "worker_started")) == 2)
+        gateway.signal(signal.SIGTERM)  # the workers are not listening yet
+        assert await gateway.wait_exit() == 0, log.read_text()
+        assert events(log, "workers_stopped")[0]["codes"] == [0, 0]
+    finally:
+        gateway.kill()

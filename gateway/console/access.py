@@ -32,6 +32,14 @@ SECURITY_HEADERS = {
 }
 
 
+def same(offered: str, expected: str) -> bool:
+    """A comparison in constant time that takes any text a client sends (compare_digest
+    refuses non-ASCII text, and a lone surrogate does not encode)."""
+    return hmac.compare_digest(
+        offered.encode("utf-8", "replace"), expected.encode("utf-8", "replace")
+    )
+
+
 @dataclass(frozen=True)
 class Access:
     """The console's keys: `token` empty means open access (a loopback listener only)."""
@@ -56,10 +64,10 @@ class Access:
         if not issued.isascii() or not issued.isdigit() or len(issued) > 12:
             return False
         fresh = 0 <= now - int(issued) < SESSION_TTL
-        return fresh and hmac.compare_digest(signature, self._sign("session:" + issued))
+        return fresh and same(signature, self._sign("session:" + issued))
 
     def token_ok(self, offered: str) -> bool:
-        return bool(self.token) and hmac.compare_digest(offered.encode(), self.token.encode())
+        return bool(self.token) and same(offered, self.token)
 
     def bearer_ok(self, authorization: str | None) -> bool:
         scheme, _, offered = (authorization or "").partition(" ")
@@ -115,7 +123,7 @@ def session_of(request: web.Request) -> str:
 
 
 def csrf_ok(request: web.Request, access: Access, offered: str) -> bool:
-    return hmac.compare_digest(offered.encode(), access.csrf(session_of(request)).encode())
+    return same(offered, access.csrf(session_of(request)))
 
 
 def set_session(response: web.StreamResponse, value: str, secure: bool) -> None:

@@ -55,7 +55,8 @@
     source.addEventListener("bye", function () {
       ended = true;
       close();
-      say("the gateway stopped");
+      show({ draining: "draining" });
+      say("the gateway is stopping: figures no longer update");
     });
     source.addEventListener("error", function () {
       if (!ended) {
