@@ -249,3 +249,19 @@ async def test_a_quiet_stream_sends_keepalives(
         assert b"event: snapshot" in await stream.content.readuntil(b"event: snapshot")
         await stream.content.readuntil(b"\n\n")
         assert await stream.content.readuntil(b"\n\n") == b": keepalive\n\n"
+
+
+async def test_a_stream_outlives_the_idle_timeout(
+    aiohttp_client: Any, make_config: MakeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream sends nothing for longer than server.idle_timeout and is not cut as idle."""
+    from gateway.console import live
+
+    monkeypatch.setattr(live, "KEEPALIVE", 0.6)
+    extra = f"admin: {{port: 0, token: {TOKEN}}}"
+    config = make_config(extra=extra, server="{max_body: 1MB, idle_timeout: 0.2s}")
+    pair = await pair_for(aiohttp_client, config, tick=60)
+    async with pair.console.get("/events", headers=BEARER) as stream:
+        await stream.content.readuntil(b"event: snapshot")
+        await stream.content.readuntil(b"\n\n")
+        assert await stream.content.readuntil(b"\n\n") == b": keepalive\n\n"
