@@ -1,4 +1,5 @@
-"""The console's aiohttp application and its own listener, never the public port.
+"""The console's aiohttp application and its own listener, never the public port, on the
+gateway's HTTP/1.1 protocol shell.
 
 `Listener.close` says `event: bye` to every live stream before the listener goes, so a
 watching browser never holds up a drain.
