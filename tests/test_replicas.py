@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -145,6 +148,12 @@ async def test_each_replica_answers_every_job_with_the_same_binding(
         assert response.status in (200, 204)
     async with http.get(on(one, location), headers=me) as response:
         assert response.status == 404
+    assert (await post(http, two.url + "/async/b", headers=me))[0] == 202
+    command = [sys.executable, "-m", "gateway", "jobs", "list", "--json"]
+    listed = subprocess.run(  # the jobs commands, from any host: here, a third process
+        [*command, "--config", str(replicas.config)], capture_output=True, text=True, timeout=30
+    )
+    assert [job["path"] for job in json.loads(listed.stdout)] == ["/async/b"]
 
 
 async def test_a_long_poll_is_answered_within_a_second_of_the_end_on_another_replica(
@@ -284,6 +293,10 @@ async def test_the_database_stopped_under_load_loses_nothing_accepted(
     await wait_for(ready)  # the late replica too, once it has the key its peers bind with
     for location in accepted:  # every 202 was a stored job: each one ends, on any replica
         assert (await final(http, on(late, location)))[:2] == (200, "completed")
+    for replica in replicas.all:  # the outage in a line or two, not one a second per lane
+        log = replica.log.read_text()
+        assert "Traceback" not in log and "claim_failed" not in log
+        assert 1 <= log.count('"storage_unavailable"') <= 4
 
 
 async def outage_answers(
