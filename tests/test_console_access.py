@@ -337,3 +337,16 @@ async def test_odd_urls_are_answered_as_the_caller_reads(
     assert page.status == status and page.content_type == "text/html"
     allow = await pair.console.request("DELETE", "/jobs", headers=JSON)
     assert allow.status == 405 and "GET" in allow.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/jobs?prefix=" + "p" * 1_048_576, "/jobs/" + "\u0661" * 200, "/jobs?prefix=a\rb"],
+)
+async def test_a_hostile_target_is_a_clear_4xx(pair: Pair, target: str) -> None:
+    assert pair.console.port is not None
+    request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    answer = await exchange(pair.console.port, request.encode())
+    assert 400 <= answer.status < 500, answer.status
+    assert answer.header("Content-Security-Policy") and answer.header("Cache-Control")
+    assert b"ppppp" not in answer.body
