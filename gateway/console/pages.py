@@ -119,7 +119,7 @@ async def admitted(request: web.Request) -> web.Response | None:
     elif request.path != "/login":
         return refuse(request, 401, "Unauthorized", "sign in, or send a Bearer token")
     browser = signed == "session" or (signed == "open" and access.from_browser(request))
-    if request.method == "POST" and browser:
+    if request.method == "POST" and browser and request.path != "/login":  # it takes the token
         offered = (await form(request)).get("csrf")
         if not isinstance(offered, str) or not access.csrf_ok(request, c.access, offered):
             return refuse(request, 403, "Forbidden", "the form is stale; load the page again")
