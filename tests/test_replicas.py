@@ -54,6 +54,7 @@ class Backend:
         if request.path == "/hook":
             self.hooks.append(request.headers["webhook-id"])
             return web.Response(status=204)
+        await request.read()  # as any upstream does before it answers
         self.started.append(f"{request.method} {request.path_qs}")
         lane = request.path.split("/")[1]
         self.in_flight[lane] = self.in_flight.get(lane, 0) + 1
