@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import httptools
 
+from gateway.headers import encode
 from gateway.jobs import Failure, FailureKind
 
 READ_SIZE = 256 * 1024  # the largest piece handed on at once
@@ -55,15 +56,7 @@ def request_head(
     breaks = len(lines) + 1
     if text.count("\n") != breaks or text.count("\r") != breaks or "\0" in text:
         raise Broken("internal", "a request header holds CR, LF or NUL", sent=False)
-    return _latin1(text), chunked
-
-
-def _latin1(text: str) -> bytes:
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        # Only text that never came off the wire holds code points above U+00FF.
-        return text.encode("utf-8")
+    return encode(text), chunked
 
 
 class Connection(asyncio.Protocol):
@@ -109,8 +102,11 @@ class Connection(asyncio.Protocol):
         return self.done and self.keep_alive and not self.extra and not self.lost
 
     def fail(self, error: Broken) -> None:
-        """Record the exchange's failure (the first one counts), wake its reader, drop the line."""
-        if self.error is None and not self.done:
+        """Record the exchange's failure (the first one counts), wake its reader, drop the line;
+        once the answer is whole there is nothing left to fail (release decides on reuse)."""
+        if self.done:
+            return
+        if self.error is None:
             self.error = error
         self._wake()
         if not self.lost:

@@ -73,7 +73,7 @@ class Pool:
         """Keep `conn` for the next exchange if its last one ended clean, else close it."""
         if conn.reusable():
             conn.idle_since = asyncio.get_running_loop().time()
-            conn.begin("GET")
+            conn.pieces.clear()  # what the caller left unread; still `done`: an idle line
             self._idle.setdefault(origin, []).append(conn)
         elif not conn.lost:
             conn.transport.abort()

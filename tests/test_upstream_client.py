@@ -201,6 +201,20 @@ async def test_connection_close_and_extra_bytes_are_not_reused(pool: Pool, raw: 
     assert (len(up.received), len(extra.received)) == (2, 2)
 
 
+async def test_a_connection_that_speaks_while_idle_is_not_reused(pool: Pool, raw: Any) -> None:
+    async def script(reader: Any, writer: asyncio.StreamWriter, up: RawUpstream) -> None:
+        while await up.head(reader):
+            writer.write(answer())
+            await writer.drain()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nunasked")
+
+    up = await raw(script)
+    assert (await call(pool, up.url))[1] == b"ok"
+    await wait_for(lambda: not any(pool._idle.values()))  # dropped, whenever the bytes came
+    assert (await call(pool, up.url))[1] == b"ok"
+    assert len(up.received) == 2
+
+
 async def test_a_reset_on_a_reused_connection_is_reported_and_not_sent_again(
     pool: Pool, raw: Any
 ) -> None:
@@ -243,6 +257,37 @@ async def test_bodies_stream_both_ways_with_backpressure(pool: Pool, raw: Any) -
         total = sum([len(piece) async for piece in reply.body])
     assert total == size
     assert len(up.received[0]) > 64 * 65536
+
+
+async def test_a_body_is_sent_only_as_fast_as_the_upstream_takes_it(pool: Pool, raw: Any) -> None:
+    size, piece = 256 * 1024 * 1024, 256 * 1024
+    pulled = 0
+
+    async def source() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(size // piece):
+            pulled += piece
+            yield b"u" * piece
+
+    up = await raw(once(b"", close=False))  # reads the head, never the body
+    upstream = Upstream("raw", up.url, timeout=30)
+    headers = (("Content-Length", str(size)),)
+    call = asyncio.ensure_future(_drive(pool, upstream, headers, source()))
+    try:
+        await wait_for(lambda: pool._open and next(iter(pool._open))._paused)
+        stalled_at = pulled
+        await asyncio.sleep(0)  # the sender, paused, takes nothing more from its source
+        assert pulled == stalled_at < size // 8
+    finally:
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
+
+
+async def _drive(
+    pool: Pool, upstream: Upstream, headers: tuple[tuple[str, str], ...], body: Any
+) -> None:
+    async with exchange(pool, upstream, "PUT", "/", headers, body):
+        pass
 
 
 async def test_tls_upstream(pool: Pool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
