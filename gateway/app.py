@@ -34,8 +34,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(config: Config, store: Store | None = None) -> web.Application:
-    app = web.Application(client_max_size=config.server.max_body, middlewares=[protocol.guard])
-    expect = protocol.expect_handler(config.server.max_body)
+    guard = protocol.guard(config.server.max_body)
+    app = web.Application(client_max_size=config.server.max_body, middlewares=[guard])
     prefix = config.jobs.prefix
     own: dict[str, dict[str, Handler]] = {
         "/_gateway/healthz": {"GET": operations.healthz},
@@ -48,16 +48,14 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     for path, methods in own.items():
         resource = app.router.add_resource(path)
         for method, handler in methods.items():
-            resource.add_route(method, handler, expect_handler=expect)
+            resource.add_route(method, handler)
             if method == "GET":
-                resource.add_route("HEAD", handler, expect_handler=expect)
-        resource.add_route("*", operations.not_allowed, expect_handler=expect)
+                resource.add_route("HEAD", handler)
+        resource.add_route("*", operations.not_allowed)
     # The gateway's own namespace is never forwarded, whatever the routes say.
     for reserved in {"/_gateway", prefix}:
-        app.router.add_route(
-            "*", reserved + "/{tail:.*}", operations.not_ours, expect_handler=expect
-        )
-    app.router.add_route("*", "/{tail:.*}", handlers.route, expect_handler=expect)
+        app.router.add_route("*", reserved + "/{tail:.*}", operations.not_ours)
+    app.router.add_route("*", "/{tail:.*}", handlers.route)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         metrics = Metrics()

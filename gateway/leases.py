@@ -76,16 +76,21 @@ class Housekeeping:
     async def run(self) -> None:
         sweep_every = min(60.0, max(1.0, self._retention / 4))
         tick = min(self._lease / 3, sweep_every)
+        failing = ""  # the error last logged: an outage is one line, not one a tick
         while True:
             now = self._clock()
             try:
                 await self._store.renew(self._owner, list(self._calls()), now + self._lease)
                 await self.recover(now)
                 await self.sweep(now)
+                failing = ""
             except StorageError as e:
-                log.error(
-                    "housekeeping failed", extra={"event": "housekeeping_failed", "error": str(e)}
-                )
+                if str(e) != failing:
+                    failing = str(e)
+                    log.error(
+                        "housekeeping failed",
+                        extra={"event": "housekeeping_failed", "error": failing},
+                    )
             await asyncio.sleep(tick)
 
     async def sweep(self, now: float) -> int:

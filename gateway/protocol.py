@@ -8,84 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import http_exceptions as bad
 from aiohttp import web, web_protocol
 from aiohttp.http import HttpVersion11
+from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import headers as h
 from gateway import responses
+from gateway.refusals import BAD_FRAMING, refusal_of, where
 
 log = logging.getLogger("gateway.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class Refusal:
-    status: int
-    title: str
-    detail: str
-
-
-_HEAD_TOO_LARGE = Refusal(
-    431, "Request Header Fields Too Large", "the request head is larger than the gateway reads"
-)
-_MALFORMED = Refusal(400, "Bad Request", "the request is not well-formed HTTP/1.1")
-BAD_FRAMING = "the request body's framing is bad"
-_FRAMING = Refusal(400, "Bad Request", BAD_FRAMING)
-# Most specific first: aiohttp's parser errors subclass one another.
-_BY_TYPE: tuple[tuple[type[BaseException], Refusal], ...] = (
-    (bad.LineTooLong, _HEAD_TOO_LARGE),
-    (bad.BadHttpMethod, Refusal(400, "Bad Request", "the request method is malformed")),
-    (bad.BadStatusLine, Refusal(400, "Bad Request", "the request line is malformed")),
-    (bad.InvalidURLError, Refusal(400, "Bad Request", "the request target is malformed")),
-    (bad.InvalidHeader, Refusal(400, "Bad Request", "a request header is malformed")),
-    (bad.PayloadEncodingError, _FRAMING),
-    (web.RequestPayloadError, _FRAMING),
-)
-_SMUGGLING = Refusal(
-    400, "Bad Request", "Content-Length with Transfer-Encoding is refused (RFC 9112 §6.1)"
-)
-# aiohttp's parser (llhttp) names some shapes in its own words, before it quotes the bytes.
-_BY_WORDS = (
-    ("Too many headers", _HEAD_TOO_LARGE),
-    ("Content-Length can't be present with Transfer-Encoding", _SMUGGLING),
-    ("Transfer-Encoding can't be present with Content-Length", _SMUGGLING),
-    ("Duplicate", Refusal(400, "Bad Request", "a header that is allowed once came twice")),
-    ("Missing 'Host'", Refusal(400, "Bad Request", "an HTTP/1.1 request needs a Host header")),
-    ("Invalid header", Refusal(400, "Bad Request", "a request header is malformed")),
-    ("chunk", _FRAMING),
-    ("Content-Length", _FRAMING),
-    ("Transfer-Encoding", _FRAMING),
-)
-_FAILED = Refusal(500, "Internal Server Error", "the gateway failed to answer this request")
-_TIMEOUT = Refusal(504, "Gateway Timeout", "the gateway did not answer in time")
-
-
-def refusal_of(status: int, error: BaseException | None) -> Refusal:
-    """What the gateway answers for an error aiohttp hands its connection. Pure."""
-    for kind, refusal in _BY_TYPE:
-        if isinstance(error, kind):
-            return refusal
-    if isinstance(error, bad.HttpProcessingError):
-        said = (error.message or "").split(":\n", 1)[0]
-        return next((r for words, r in _BY_WORDS if words in said), _MALFORMED)
-    if status == 504:
-        return _TIMEOUT
-    return _FAILED if status >= 500 else _MALFORMED
-
-
-def _where(error: BaseException) -> str:
-    """FILE:LINE of the frame that raised, so a log line can point at a bug without a
-    traceback (which the contract keeps out of the log)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
 class Connection(web_protocol.RequestHandler):
@@ -174,7 +111,7 @@ class Connection(web_protocol.RequestHandler):
             "error": type(exc).__name__ if exc is not None else None,
         }
         if refusal.status >= 500 and exc is not None:
-            fields["where"] = _where(exc)
+            fields["where"] = where(exc)
         log.log(
             logging.WARNING if refusal.status < 500 else logging.ERROR, refusal.title, extra=fields
         )
@@ -190,7 +127,7 @@ class Connection(web_protocol.RequestHandler):
         error = kw.get("exc_info")
         fields: dict[str, Any] = {"event": "connection_failed"}
         if isinstance(error, BaseException):
-            fields.update(error=type(error).__name__, where=_where(error))
+            fields.update(error=type(error).__name__, where=where(error))
         log.error(str(args[0]) if args else "connection failed", extra=fields)
 
 
@@ -245,16 +182,29 @@ class Runner(web.AppRunner):
 
 def as_origin_form(factory: Any) -> Any:
     """A request factory that turns a request in absolute form (RFC 9112 §3.2.2) into its
-    origin form, the target's authority taking the place of any Host header, before routing."""
+    origin form, the target's authority taking the place of any Host header, before routing;
+    and that hides Expect from aiohttp, which would answer it before any middleware runs (for
+    an unknown expectation, text/plain quoting the header): `guard` answers it instead, from
+    the raw headers."""
 
     def make(message: Any, *args: Any) -> Any:
-        return factory(origin_form(message), *args)
+        return factory(_without_expect(origin_form(message)), *args)
 
     return make
 
 
+def _without_expect(message: Any) -> Any:
+    if "Expect" not in message.headers:
+        return message
+    headers = CIMultiDict(message.headers)
+    del headers["Expect"]
+    return message._replace(headers=CIMultiDictProxy(headers))
+
+
 def origin_form(message: Any) -> Any:
-    url: URL = message.url
+    url: URL | None = message.url
+    if url is None:  # llhttp let an empty target through; aiohttp would fail on it
+        return message._replace(path="", url=URL(""))
     if not url.absolute or message.method == "CONNECT":
         return message
     if url.scheme not in ("http", "https") or url.raw_user is not None or not url.raw_host:
@@ -295,34 +245,36 @@ def _refuse(status: int, title: str, detail: str) -> web.Response:
     return response
 
 
-@web.middleware
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse what `refused` names; aiohttp's own HTTP errors become problem+json."""
-    refusal = refused(request)
-    if refusal is not None:
-        return refusal
-    try:
-        return await handler(request)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
-        return responses.problem(e.status, e.reason, e.reason, headers=allow)
+def guard(max_body: int) -> Middleware:
+    """The middleware before every handler: refuse what `refused` names, answer Expect, and
+    turn aiohttp's own HTTP errors (the router's 404 and 405) into problem+json."""
 
-
-def expect_handler(max_body: int) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
-    """Expect: 100-continue (RFC 9110 §10.1.1): a request the gateway will refuse, a declared
-    body over max_body included, gets its refusal instead of an invitation to send the body."""
-
-    async def expect(request: web.Request) -> web.StreamResponse | None:
-        refusal = refused(request)
-        if refusal is None and (request.content_length or 0) > max_body:
-            refusal = responses.too_large(max_body)
+    @web.middleware
+    async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refusal = refused(request) or await _expected(request, max_body)
         if refusal is not None:
             return refusal
-        if request.version != HttpVersion11 or request.headers["Expect"].lower() != "100-continue":
-            return _refuse(417, "Expectation Failed", "only Expect: 100-continue is served")
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return None
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+            return responses.problem(e.status, e.reason, e.reason, headers=allow)
 
-    return expect
+    return guarded
+
+
+async def _expected(request: web.Request, max_body: int) -> web.Response | None:
+    """Expect (RFC 9110 §10.1.1): `100 Continue` now, or the refusal in its place, a declared
+    body over max_body included, so the client does not send a body only to be refused."""
+    expects = [v for n, v in request.raw_headers if n.lower() == b"expect"]
+    if not expects:
+        return None
+    if (request.content_length or 0) > max_body:
+        return responses.too_large(max_body)
+    if len(expects) != 1 or expects[0].strip().lower() != b"100-continue":
+        return _refuse(417, "Expectation Failed", "only Expect: 100-continue is served")
+    if request.version == HttpVersion11:  # an HTTP/1.0 client is sent no interim answer
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None

@@ -16,6 +16,8 @@ from aiohttp.web import BaseRunner
 from gateway.app import create_app
 from gateway.config import Config, parse
 from gateway.protocol import Runner
+from gateway.store import Store
+from tests.console import admin_config, pair  # noqa: F401
 from tests.fakes import FakeUpstream
 from tests.stores import postgres, postgres_url, store, store_pair  # noqa: F401
 
@@ -78,8 +80,8 @@ def make_config(upstream: FakeUpstream, tmp_path: Path) -> MakeConfig:
 class GatewayServer(TestServer):
     """aiohttp's test server on the gateway's own protocol shell, as `serve` runs it."""
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(create_app(config))
+    def __init__(self, config: Config, opened: Store | None = None) -> None:
+        super().__init__(create_app(config, opened))
         self.idle_timeout = config.server.idle_timeout
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:

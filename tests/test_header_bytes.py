@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from gateway import headers as h
 from gateway.handlers import RUNTIME
-from tests.conftest import settled
+from tests.conftest import settled, wait_for
 from tests.rawhttp import RawUpstream, exchange
 
 UPSTREAM_HEAD = (
@@ -93,11 +95,14 @@ async def test_a_replay_of_an_answer_without_a_body_adds_no_content_type(
     assert names == {b"x-a", b"content-length"} | {n.lower() for n in OWN} - {b"connection"}
 
 
-async def test_utf8_header_bytes_from_a_client_reach_the_upstream_unchanged(
-    gateway_for: Any, make_config: Any
+@pytest.mark.parametrize("path", [b"/plain", b"/async/x"])
+async def test_a_clients_header_bytes_reach_the_upstream_unchanged(
+    gateway_for: Any, make_config: Any, path: bytes
 ) -> None:
+    sent = b"X-Utf8: caf\xc3\xa9\r\nX-Latin1: caf\xe9\r\nX-Bytes: \x80\xff\r\n"
     async with RawUpstream(ANSWER).running() as raw:
         gateway = await gateway_for(make_config(url=raw.url))
-        head = b"GET /plain HTTP/1.1\r\nHost: h\r\nX-Utf8: caf\xc3\xa9\r\n\r\n"
+        head = b"GET " + path + b" HTTP/1.1\r\nHost: h\r\n" + sent + b"\r\n"
         await exchange(gateway.server.port, head)
-    assert b"\r\nX-Utf8: caf\xc3\xa9\r\n" in raw.requests[0]
+        await wait_for(lambda: raw.requests)
+    assert b"\r\n" + sent in raw.requests[0]

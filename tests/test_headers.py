@@ -182,3 +182,21 @@ def test_numbers_are_ascii_digits(value: str | None, number: int | None) -> None
 )
 def test_valid_host(host: str, ok: bool) -> None:
     assert h.valid_host(host) is ok
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "base"),
+    [
+        (
+            [("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "api.example.com")],
+            "https://api.example.com",
+        ),
+        ([("X-Forwarded-Host", "evil.example junk")], "http://gw.example:8080"),
+        ([("X-Forwarded-Host", "user@evil.example")], "http://gw.example:8080"),
+        ([("X-Forwarded-Proto", "javascript")], "http://gw.example:8080"),
+    ],
+)
+def test_a_forwarded_host_or_scheme_that_is_not_one_is_passed_over(
+    forwarded: list[h.Header], base: str
+) -> None:
+    assert h.base_url(PEER, forwarded, None, trust=True) == base

@@ -110,6 +110,7 @@ async def test_a_well_formed_idempotency_key_still_makes_one_job(gateway: Any, k
 MALFORMED = [
     (b"GARBAGE-MARKER\r\n\r\n", 400),
     (b"GET /MARKER HTTP/9.9\r\nHost: h\r\n\r\n", 400),
+    (b"GET  HTTP/1.1\r\nHost: h\r\nX-MARKER: empty target\r\n\r\n", 400),
     (b"GET /MARKER\xff HTTP/1.1\r\nHost: h\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: h\r\nX-MARKER: a\x01b\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: h\r\nX MARKER: a\r\n\r\n", 400),
@@ -132,6 +133,9 @@ MALFORMED = [
     (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"X-MARKER: a\r\n" * 200 + b"\r\n", 431),
     (b"OPTIONS * HTTP/1.1\r\nHost: MARKER\r\n\r\n", 501),
     (b"CONNECT MARKER:443 HTTP/1.1\r\nHost: MARKER:443\r\n\r\n", 501),
+    (b"CONNECT /async/x HTTP/1.1\r\nHost: h\r\nExpect: \x80MARKER\xff\r\n\r\n", 501),
+    (b"POST /async/x HTTP/1.1\r\nHost: h\r\nExpect: MARKER-continue\r\n\r\n", 417),
+    (b"GET /_gateway/healthz HTTP/1.1\r\nHost: h\r\nExpect: \x80MARKER\r\n\r\n", 417),
 ]
 
 

@@ -121,7 +121,7 @@ async def test_a_sigterm_while_workers_start_drains_them_all(
     gateway = GatewayProcess(["serve", "--config", str(path)], log)
     with log.open("ab") as out:
         gateway.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
+            [sys.executable, "-m", "gateway", *gateway.args, "--port", str(gateway.port)],
             cwd=ROOT,
             stdout=out,
             stderr=out,

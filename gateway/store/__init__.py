@@ -32,7 +32,8 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def ping(self) -> None:
-        """Raise StorageError unless storage can be read now."""
+        """Raise StorageError unless storage can be read and written now (readyz asks this
+        every few seconds: cheap, no sync, nothing left behind)."""
 
     def on_end(self, ended: Callable[[str], None], watched: Callable[[], Collection[str]]) -> None:
         """Call `ended(job_id)` when another process (another replica) ends a job, if this

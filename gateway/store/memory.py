@@ -56,7 +56,7 @@ class MemoryStore:
         return None
 
     async def ping(self) -> None:
-        return None
+        return None  # memory can always be read and written
 
     def on_end(self, ended: Callable[[str], None], watched: Callable[[], Collection[str]]) -> None:
         """Ends made by other processes are not heard of: their waiters read at their timeout."""

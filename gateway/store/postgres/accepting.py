@@ -21,7 +21,15 @@ async def accept(db: Database, job: NewJob, body: AsyncIterator[bytes]) -> tuple
     first = await anext(body, b"")
     digest.update(first)
     second = await anext(body, None)
-    if second is None:  # the common case: the whole request in one transaction
+    if second is None and not job.idempotency_key:  # the common case: one statement
+        async with db.statement() as c:
+            await c.execute(
+                sql.ENQUEUE, job.id, job.route, job.upstream, job.method, job.target,
+                encoding.dumps_text(job.headers), len(first), job.retry_on_interrupt,
+                job.binding, job.callback, job.created_at, first,
+            )  # fmt: skip
+        return job.id, len(first)
+    if second is None:  # one transaction, under the key's lock
         async with db.transaction() as c:
             return await _enqueue(c, job, digest.hexdigest(), first), len(first)
     async with db.transaction() as c:

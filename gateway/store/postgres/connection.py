@@ -28,7 +28,7 @@ CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 30.0
 PING = 5.0  # how often the listener's connection is checked
 RETRY = 1.0  # how soon a lost listener connects again
-POOL_SIZE = 10
+POOL_SIZE = 32  # a commit waits for the WAL's flush: as many in flight as share one
 LOST = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
@@ -40,7 +40,7 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._key: bytes | None = None
         self._setup = asyncio.Lock()
-        self._down: str | None = None  # the cause last logged while storage is unreachable
+        self._down: str | None = None  # the kind of outage last logged, while there is one
         self._ended: Callable[[str], None] = lambda _: None
         self._watched: Callable[[], Collection[str]] = tuple
         self._listener: asyncio.Task[None] | None = None
@@ -56,6 +56,7 @@ class Database:
             timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT,
             max_inactive_connection_lifetime=60.0,
+            reset=_kept,
         )
         await self._pool
         self._listener = asyncio.create_task(self._listen(), name="postgres-listener")
@@ -69,6 +70,11 @@ class Database:
             with contextlib.suppress(*LOST):
                 await asyncio.wait_for(self._pool.close(), 5.0)
             self._pool.terminate()
+
+    @property
+    def down(self) -> bool:
+        """Whether the database is unreachable, as last seen (and logged once)."""
+        return self._down is not None
 
     def on_end(self, ended: Callable[[str], None], watched: Callable[[], Collection[str]]) -> None:
         self._ended, self._watched = ended, watched
@@ -121,10 +127,19 @@ class Database:
         if self._on_commit is not None:
             self._on_commit(1, time.perf_counter() - started)
 
+    @contextlib.asynccontextmanager
+    async def statement(self) -> AsyncIterator[Connection]:
+        """A connection for one statement that is a transaction of its own, timed alike."""
+        started = time.perf_counter()
+        async with self.connection() as c:
+            yield c
+        if self._on_commit is not None:
+            self._on_commit(1, time.perf_counter() - started)
+
     def _lost(self, e: BaseException) -> StorageError:
         cause = f"{type(e).__name__}: {e}".strip()
-        if cause != self._down:  # one line per cause, not one per try
-            self._down = cause
+        if _kind(e) != self._down:  # one line an outage (and one more if its kind changes)
+            self._down = _kind(e)
             log.error(
                 "storage unavailable",
                 extra={"event": "storage_unavailable", "storage": self._where, "error": cause},
@@ -167,3 +182,20 @@ class Database:
 
     def _heard(self, _c: object, _pid: int, _channel: str, payload: object) -> None:
         self._ended(str(payload))
+
+
+async def _kept(_c: asyncpg.Connection) -> None:
+    """A pooled connection goes back as it is: an open transaction is rolled back by asyncpg
+    itself, and the verbs leave no session state (their advisory locks end with their
+    transactions, and LISTEN is only on the listener's own connection). The default reset is
+    one more round trip a verb."""
+
+
+def _kind(e: BaseException) -> str:
+    """What an outage is, for logging it once: unreachable (refused, cut, starting, shutting
+    down: SQLSTATE classes 08 and 57), or the server's own error (a wrong password, a missing
+    database), which names itself."""
+    state = getattr(e, "sqlstate", None) or ""
+    if not isinstance(e, asyncpg.PostgresError) or state[:2] in ("08", "57"):
+        return "unreachable"
+    return f"{state}: {e}"

@@ -9,16 +9,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from gateway.jobs import Job, Status
+from gateway.jobs import Status
 from gateway.store.postgres.connection import Database
-from gateway.store.rows import job_of
-from gateway.store.views import OUTCOMES, Filter, JobRow, Lane, row
+from gateway.store.views import COLUMNS, OUTCOMES, Filter, JobRow, Lane, row_of
 
-_NAMES = (
-    "id, route, upstream, status, method, target, created_at, attempts, started_at,"
-    " finished_at, NULL, request_size, retry_on_interrupt, '', NULL, NULL, NULL, answer, failure"
-)  # a job's columns in rows.NAMES order, the request's headers, binding and callback left out
-_COLUMNS = "seq, " + _NAMES
 _COUNT = (
     "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE upstream = $1 AND status = $2{} LIMIT $3) q"
 )
@@ -26,13 +20,16 @@ _OLDEST = (
     "SELECT created_at FROM jobs WHERE status = 'queued' AND upstream = $1 ORDER BY seq LIMIT 1"
 )
 _ONE = (
-    f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 AND status <> 'receiving'"
+    f"SELECT {COLUMNS} FROM jobs WHERE id = $1 AND status <> 'receiving'"
     " AND (expires_at IS NULL OR expires_at > $2)"
 )
+# The batch is picked once, in a CTE: as `seq IN (SELECT … LIMIT n)` the planner may run the
+# subquery again for each row it updates, and one batch then took every failed job.
 _RETRY_BATCH = (
-    "UPDATE jobs SET status = 'queued', attempts = 0, failure = NULL, finished_at = NULL,"
-    " expires_at = NULL, not_before = 0 WHERE seq IN (SELECT seq FROM jobs {where}"
-    " LIMIT ${n} FOR UPDATE SKIP LOCKED) AND status = 'failed'"
+    "WITH picked AS MATERIALIZED (SELECT seq FROM jobs {where} LIMIT ${n} FOR UPDATE SKIP LOCKED)"
+    " UPDATE jobs SET status = 'queued', attempts = 0, failure = NULL, finished_at = NULL,"
+    " expires_at = NULL, not_before = 0 FROM picked"
+    " WHERE jobs.seq = picked.seq AND jobs.status = 'failed'"
 )
 
 
@@ -59,9 +56,7 @@ def _where(where: Filter, after: str | None = None) -> tuple[str, list[Any]]:
 
 
 def _row(found: Any) -> JobRow:
-    fields = list(found)
-    job: Job = job_of(fields[1:])
-    return row(str(fields[0]), job)
+    return row_of(list(found))
 
 
 async def lanes(db: Database, upstreams: Collection[str], since: float, at_most: int) -> list[Lane]:
@@ -94,7 +89,7 @@ async def lanes(db: Database, upstreams: Collection[str], since: float, at_most:
 
 async def find_jobs(db: Database, where: Filter, after: str | None, limit: int) -> list[JobRow]:
     clause, args = _where(where, after)
-    query = f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ${len(args) + 1}"
+    query = f"SELECT {COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ${len(args) + 1}"
     async with db.connection() as c:
         return [_row(found) for found in await c.fetch(query, *args, limit)]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from gateway.store.rows import NAMES
 
 NOW = "extract(epoch FROM now())::float8"
+CHANNEL = "gateway_ended"  # pg_notify's channel: the id of each job that ended
 FINAL = "('completed', 'failed', 'canceled')"
 COLUMNS = ", ".join("NULL::float8" if name == "lease_until" else name for name in NAMES)
 _VISIBLE = (
@@ -27,6 +28,13 @@ INSERT = (
     "INSERT INTO jobs (id, route, upstream, status, method, target, request_headers,"
     " request_size, retry_on_interrupt, binding, callback, created_at)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+)
+# A whole request of one piece, queued, in one statement: one round trip, its own transaction.
+ENQUEUE = (
+    "WITH j AS (INSERT INTO jobs (id, route, upstream, status, method, target, request_headers,"
+    " request_size, retry_on_interrupt, binding, callback, created_at)"
+    " VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id)"
+    " INSERT INTO bodies SELECT id, 0, 0, $12 FROM j"
 )
 PUT_PIECE = (
     "INSERT INTO bodies VALUES ($1, $2, $3, $4)"
@@ -96,6 +104,20 @@ FINISH = (
     " ELSE request_headers END WHERE id = $1 AND status = 'running' AND owner = $2"
     " RETURNING callback"
 )
+# A completion in one statement (one round trip, a transaction of its own): the answer's last
+# piece, the request's body dropped, the callback owed and the word to every replica, all only
+# if the job was still running under this owner. A row back means it was.
+COMPLETE = (
+    "WITH f AS (UPDATE jobs SET status = 'completed', finished_at = $3, expires_at = $4,"
+    " owner = NULL, answer = $5, request_headers = NULL"
+    " WHERE id = $1 AND status = 'running' AND owner = $2 RETURNING id, callback),"
+    " p AS (INSERT INTO bodies SELECT id, 1, $6::int, $7::bytea FROM f WHERE $7 IS NOT NULL"
+    " ON CONFLICT (job_id, part, n) DO UPDATE SET data = excluded.data),"
+    " r AS (DELETE FROM bodies WHERE job_id = $1 AND part = 0 AND EXISTS (SELECT 1 FROM f)),"
+    " c AS (INSERT INTO callbacks (webhook_id, job_id, url, next_at)"
+    f" SELECT $8, id, callback, {NOW} FROM f WHERE callback IS NOT NULL)"
+    f" SELECT pg_notify('{CHANNEL}', id) FROM f"
+)
 CANCEL = (
     "UPDATE jobs SET status = 'canceled', finished_at = $2, expires_at = $3, owner = NULL,"
     " request_headers = NULL WHERE id = $1 AND status IN ('queued', 'running') RETURNING callback"
@@ -103,7 +125,6 @@ CANCEL = (
 OWE_CALLBACK = (
     f"INSERT INTO callbacks (webhook_id, job_id, url, next_at) VALUES ($1, $2, $3, {NOW})"
 )
-CHANNEL = "gateway_ended"  # pg_notify's channel: the id of each job that ended
 NOTIFY = f"SELECT pg_notify('{CHANNEL}', $1)"
 ENDED = f"SELECT id FROM jobs WHERE id = ANY($1::text[]) AND status IN {FINAL}"
 REQUEUE = (

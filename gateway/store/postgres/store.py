@@ -44,10 +44,16 @@ class PostgresStore:
         self._db.on_end(ended, watched)
 
     async def ping(self) -> None:
-        """Storage can be read and written now: one write of one row, committed."""
+        """Storage can be read and written now: one row written and rolled back (a standby or
+        a read-only database refuses it), so nothing is left behind and nothing synced."""
         self._keyed()
-        async with self._db.transaction() as c:
-            await c.execute(sql.PING)
+        async with self._db.connection() as c:
+            written = c.transaction()
+            await written.start()
+            try:
+                await c.execute(sql.PING)
+            finally:
+                await written.rollback()
 
     async def key(self) -> bytes:
         try:
@@ -138,13 +144,18 @@ class PostgresStore:
         limit: int,
         cap: int | None = None,
     ) -> list[Job]:
-        await self._beat(owner, lease_until - now)
         most = NO_CAP if cap is None else cap
-        async with self._db.transaction() as c:
-            await c.execute(sql.LOCK, "gateway:claim:" + upstream)
-            rows = await c.fetch(sql.CLAIM, upstream, limit, most, owner, now)
-            if rows:  # an answer half-stored by an earlier try is dropped
-                await c.execute(sql.DROP_ANSWERS, [row[0] for row in rows])
+        try:
+            await self._beat(owner, lease_until - now)
+            async with self._db.transaction() as c:
+                await c.execute(sql.LOCK, "gateway:claim:" + upstream)
+                rows = await c.fetch(sql.CLAIM, upstream, limit, most, owner, now)
+                if rows:  # an answer half-stored by an earlier try is dropped
+                    await c.execute(sql.DROP_ANSWERS, [row[0] for row in rows])
+        except StorageError:
+            if self._db.down:  # an outage, logged once already: nothing to claim meanwhile
+                return []
+            raise
         return sorted((job_of(r) for r in rows), key=lambda job: (job.created_at, job.id))
 
     async def _beat(self, owner: str, lease: float) -> None:
@@ -191,12 +202,15 @@ class PostgresStore:
             raise
         head = encoding.dumps_text([answer.status, answer.reason, answer.headers, size])
 
+        piece = (n - 1, last) if n else (None, None)
+
         async def record() -> bool:
-            async with self._db.transaction() as c:
-                if n:
-                    await c.execute(sql.PUT_PIECE, job_id, Part.ANSWER, n - 1, last)
-                done = await self._finish(c, job_id, owner, "completed", now, expires_at, head)
-                await c.execute(sql.DROP_PART, job_id, Part.REQUEST if done else Part.ANSWER)
+            async with self._db.statement() as c:
+                args = (job_id, owner, now, expires_at, head, *piece, webhook_id())
+                done = bool(await c.fetch(sql.COMPLETE, *args))
+            if not done and n > 1:  # the pieces stored before the last, for nothing
+                async with self._db.transaction() as c:
+                    await c.execute(sql.DROP_PART, job_id, Part.ANSWER)
             return done
 
         return await _persist(record)

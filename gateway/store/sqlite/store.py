@@ -9,6 +9,8 @@ disk (`durability.py`). SQL lives here and in `statements.py`, nowhere else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection
@@ -37,6 +39,9 @@ from gateway.store.sqlite.writer import Writer
 from gateway.store.views import Filter, JobRow, Lane
 
 BUSY_TIMEOUT_MS = 5000
+SCRUB_EVERY = 20.0  # deleted requests leave the files within a minute, with tries to spare
+SCRUB_WAIT = 0.1  # how long a scrub waits for readers before it tries again next time
+MIN_FREE = 8 * 1024**2  # less room than this on the disk: not ready (see ping)
 NO_CAP = 2**62  # a claim's cap when the caller sets none
 
 
@@ -48,13 +53,21 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA journal_size_limit = 67108864")
+    # Deleted rows (a finished job's request: credentials and body) are overwritten with zeros
+    # in their pages and in the free list, not merely unlinked; `_scrub` clears the WAL.
+    conn.execute("PRAGMA secure_delete = ON")
     schema.create(conn)
     return conn
 
 
 class SQLiteStore:
-    def __init__(self, path: str, on_commit: OnCommit | None = None) -> None:
+    def __init__(
+        self, path: str, on_commit: OnCommit | None = None, scrub_every: float = SCRUB_EVERY
+    ) -> None:
         self.path = path
+        self._scrub_every = scrub_every
+        self._scrubber: asyncio.Task[None] | None = None
+        self._deleted = False  # a request deleted since the last scrub: one is owed
         self._durability = Durability(path)
         self._writer = Writer(
             lambda: _connect(path),
@@ -73,14 +86,48 @@ class SQLiteStore:
         except (sqlite3.Error, OSError) as e:
             await self.close()
             raise StorageError(f"cannot open {self.path}: {e}") from e
+        self._scrubber = asyncio.create_task(self._scrub(), name="sqlite-scrub")
 
     async def close(self) -> None:
+        if self._scrubber is not None:
+            self._scrubber.cancel()
+            await asyncio.gather(self._scrubber, return_exceptions=True)
+            self._scrubber = None
+            if self._deleted:  # a short-lived process (jobs purge) scrubs before it goes
+                with contextlib.suppress(StorageError):
+                    await self._writer.checkpoint(wait=SCRUB_WAIT)
         await self._reader.close()
         await self._writer.stop()
         self._durability.close()
 
     async def ping(self) -> None:
+        """Readable: a query answers. Writable: the file system is not read-only and has room
+        (a full disk fails every accept; a test write could land in WAL space already held)."""
         await self._reader.all("SELECT 1", ())
+        where = os.path.dirname(os.path.abspath(self.path))
+        try:
+            room = os.statvfs(where)
+        except OSError as e:
+            raise StorageError(f"cannot look at {where}: {e}") from e
+        if room.f_flag & os.ST_RDONLY:
+            raise StorageError(f"{where} is read-only")
+        if room.f_bavail * room.f_frsize < MIN_FREE:
+            raise StorageError(f"{where} is full: {room.f_bavail * room.f_frsize} bytes free")
+
+    async def _scrub(self) -> None:
+        """With secure_delete, the bytes of a deleted request last only in WAL frames written
+        before it was deleted; a checkpoint that truncates the WAL every `scrub_every` ends
+        them (one that readers hold up is tried again next time)."""
+        while True:
+            await asyncio.sleep(self._scrub_every)
+            if not self._deleted:
+                continue  # nothing deleted: the WAL holds nothing that must go
+            self._deleted = False
+            try:
+                done = await self._writer.checkpoint(wait=SCRUB_WAIT)
+            except StorageError:
+                done = False
+            self._deleted = self._deleted or not done
 
     def on_end(self, ended: Callable[[str], None], watched: Callable[[], Collection[str]]) -> None:
         """Ends made by other processes are not heard of: their waiters read at their timeout."""
@@ -111,6 +158,7 @@ class SQLiteStore:
                 size, n = size + len(chunk), n + 1
             kept = await self._writer.run(sql.call(sql.enqueue, job, digest.hexdigest(), size))
         except BaseException:
+            self._deleted = True
             await self._writer.run(sql.call(sql.delete, job.id))
             raise
         return as_queued(job, size) if kept == job.id else await self._job(kept)
@@ -209,6 +257,7 @@ class SQLiteStore:
         except BaseException:
             await self._writer.run(sql.call(sql.drop_part, job_id, Part.ANSWER))
             raise
+        self._deleted = True  # the request, once this commits
         head = encoding.dumps_text([answer.status, answer.reason, answer.headers, size])
         piece = (n - 1, last) if n else None
         return bool(
@@ -235,9 +284,11 @@ class SQLiteStore:
         return bool(await self._writer.run(sql.call(sql.swapped, update, args)))
 
     async def cancel(self, job_id: str, now: float, expires_at: float) -> bool:
+        self._deleted = True
         return bool(await self._writer.run(sql.call(sql.cancel, job_id, now, expires_at)))
 
     async def forget(self, job_id: str) -> bool:
+        self._deleted = True
         return bool(await self._writer.run(sql.call(sql.forget, job_id)))
 
     async def retry(self, job_id: str) -> bool:
@@ -248,6 +299,7 @@ class SQLiteStore:
         return [job_of(r) for r in rows]
 
     async def purge_finished(self, before: float) -> int:
+        self._deleted = True
         total = 0
         batch = sql.call(sql.delete_found, sql.FINISHED_BEFORE, (before,))
         while (deleted := await self._writer.run(batch)) > 0:
@@ -262,9 +314,10 @@ class SQLiteStore:
         return await self._swap(sql.STEAL, (owner, lease_until, job.id, job.owner, job.lease_until))
 
     async def purge(self, now: float, stale_before: float) -> int:
-        return int(
-            await self._writer.run(sql.call(sql.delete_found, sql.EXPIRED, (now, stale_before)))
-        )
+        found = sql.call(sql.delete_found, sql.EXPIRED, (now, stale_before))
+        deleted = int(await self._writer.run(found))
+        self._deleted = self._deleted or deleted > 0  # the sweep runs often, mostly in vain
+        return deleted
 
     # -- the console's reads (console_sql.py) --------------------------------------
 

@@ -85,6 +85,27 @@ class Writer:
         self._wake.set()
         return await future
 
+    async def checkpoint(self, wait: float) -> bool:
+        """Copy the WAL into the database and truncate it to nothing, between transactions;
+        False if readers still on older snapshots kept it from finishing within `wait`."""
+        if self._task is None or self._closing:
+            raise StorageError("storage is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._checkpoint, wait)
+        except (sqlite3.Error, OSError) as e:
+            raise StorageError(f"checkpoint failed: {e}") from e
+
+    def _checkpoint(self, wait: float) -> bool:
+        conn: sqlite3.Connection = self._local.conn
+        with self._turn():
+            conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+        return not busy
+
     def _open(self) -> None:
         if self._turns is not None:
             # flock needs no write access: any user who may write the database can take a turn
