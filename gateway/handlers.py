@@ -178,7 +178,7 @@ async def _store(request: web.Request, rt: Runtime, new: NewJob) -> jobs.Job | w
             return responses.unavailable(
                 "Queue Full", "too many jobs are waiting", config.jobs.retry_after
             )
-        return await rt.store.accept(new, _pieces(request, config.server.max_body))
+        return await rt.store.accept(new, await _body(request, config.server.max_body))
     except BodyTooLarge:
         return responses.too_large(config.server.max_body)
     except IdempotencyConflict:
@@ -242,6 +242,14 @@ def _body_for_proxy(
             raise
 
     return counted()
+
+
+async def _body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """A body declared to fit one piece, read at once; any other in pieces as it comes."""
+    length = request.content_length
+    if length is not None and length <= CHUNK:
+        return jobs.Whole(await request.content.read())
+    return _pieces(request, limit)
 
 
 async def _pieces(request: web.Request, limit: int) -> AsyncIterator[bytes]:

@@ -80,6 +80,36 @@ def fingerprint(job: NewJob) -> Any:
     return hashlib.sha256(f"{job.method} {job.target}\n".encode())
 
 
+def digest_of(job: NewJob, pieces: list[bytes]) -> str:
+    """The fingerprint's hex digest, or "" when no Idempotency-Key will compare it."""
+    if not job.idempotency_key:
+        return ""
+    digest = fingerprint(job)
+    for piece in pieces:
+        digest.update(piece)
+    return str(digest.hexdigest())
+
+
+class Whole:
+    """A body already read whole: an async iterator of its one piece, whose `data` a store
+    may take at once instead of iterating."""
+
+    __slots__ = ("_done", "data")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._done = False
+
+    def __aiter__(self) -> Whole:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done or not self.data:
+            raise StopAsyncIteration
+        self._done = True
+        return self.data
+
+
 @dataclass(frozen=True)
 class Job:
     id: str

@@ -20,8 +20,9 @@ from gateway.jobs import (
     Job,
     NewJob,
     Status,
+    Whole,
     as_queued,
-    fingerprint,
+    digest_of,
     new_webhook_id,
 )
 from gateway.store import Part, views
@@ -65,17 +66,18 @@ class MemoryStore:
         return self._key
 
     async def accept(self, job: NewJob, body: AsyncIterator[bytes]) -> Job:
-        digest = fingerprint(job)
-        chunks = [chunk async for chunk in body]
-        for chunk in chunks:
-            digest.update(chunk)
+        if isinstance(body, Whole):
+            chunks = [body.data] if body.data else []
+        else:
+            chunks = [chunk async for chunk in body]
+        digest = digest_of(job, chunks)
         earlier = self._keys.get(job.idempotency_key) if job.idempotency_key else None
         if earlier is not None and await self.get(earlier[0], job.created_at) is not None:
-            if earlier[1] != digest.hexdigest():
+            if earlier[1] != digest:
                 raise IdempotencyConflict("the key was used for another request")
             return self._rows[earlier[0]].job
         if job.idempotency_key:
-            self._keys[job.idempotency_key] = (job.id, digest.hexdigest())
+            self._keys[job.idempotency_key] = (job.id, digest)
         stored = as_queued(job, sum(map(len, chunks)))
         self._rows[job.id] = _Row(stored, next(self._seqs), bodies={Part.REQUEST: chunks})
         return stored

@@ -26,7 +26,9 @@ from gateway.jobs import (
     Job,
     NewJob,
     Status,
+    Whole,
     as_queued,
+    digest_of,
     fingerprint,
 )
 from gateway.store import OnCommit, Part
@@ -142,13 +144,18 @@ class SQLiteStore:
     # -- accepting ---------------------------------------------------------------
 
     async def accept(self, job: NewJob, body: AsyncIterator[bytes]) -> Job:
-        digest = fingerprint(job)
-        first = await anext(body, b"")
-        digest.update(first)
-        second = await anext(body, None)
+        if isinstance(body, Whole):  # read whole by the handler: one transaction, no iterating
+            first, second = body.data, None
+        else:
+            first = await anext(body, b"")
+            second = await anext(body, None)
         if second is None:  # the common case: the whole request in one transaction
-            kept = await self._writer.run(sql.call(sql.enqueue, job, digest.hexdigest(), first))
+            kept = await self._writer.run(
+                sql.call(sql.enqueue, job, digest_of(job, [first]), first)
+            )
             return as_queued(job, len(first)) if kept == job.id else await self._job(kept)
+        digest = fingerprint(job)
+        digest.update(first)
         await self._writer.run(sql.call(sql.insert, job, Status.RECEIVING, first))
         try:
             size, n = len(first), 1
