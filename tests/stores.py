@@ -2,18 +2,25 @@
 PostgreSQL), `store_pair` (two instances on one database, as two processes or replicas), and
 `postgres` (the session's throwaway server) with `postgres_url` (a fresh database on it).
 
-Imported by conftest.py; another test file takes the fixtures by name.
+Imported by conftest.py; another test file takes the fixtures by name. `peek` reads a
+gateway's database from outside, as another process would, whichever the backend.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import re
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from gateway.config import Storage
 from gateway.store import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.postgres import PostgresStore
@@ -21,6 +28,20 @@ from gateway.store.sqlite import SQLiteStore
 from tests.postgres import Server
 
 BACKENDS = ["memory", "sqlite", "postgres"]
+
+
+async def peek(storage: Storage, query: str, *args: object) -> list[tuple[object, ...]]:
+    """The rows of one query (`?` for parameters) on a new connection of its own."""
+    if storage.url is None:
+        with contextlib.closing(sqlite3.connect(storage.path)) as db:
+            return [tuple(row) for row in db.execute(query, args).fetchall()]
+    n = itertools.count(1)
+    c = await asyncpg.connect(storage.url)
+    try:
+        rows = await c.fetch(re.sub(r"\?", lambda _: f"${next(n)}", query), *args)
+    finally:
+        await c.close()
+    return [tuple(row) for row in rows]
 
 
 @pytest.fixture(scope="session")
