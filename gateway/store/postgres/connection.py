@@ -40,7 +40,7 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._key: bytes | None = None
         self._setup = asyncio.Lock()
-        self._down: str | None = None  # the cause last logged while storage is unreachable
+        self._down: str | None = None  # the kind of outage last logged, while there is one
         self._ended: Callable[[str], None] = lambda _: None
         self._watched: Callable[[], Collection[str]] = tuple
         self._listener: asyncio.Task[None] | None = None
@@ -138,8 +138,8 @@ class Database:
 
     def _lost(self, e: BaseException) -> StorageError:
         cause = f"{type(e).__name__}: {e}".strip()
-        if cause != self._down:  # one line per cause, not one per try
-            self._down = cause
+        if _kind(e) != self._down:  # one line an outage (and one more if its kind changes)
+            self._down = _kind(e)
             log.error(
                 "storage unavailable",
                 extra={"event": "storage_unavailable", "storage": self._where, "error": cause},
@@ -189,3 +189,13 @@ async def _kept(_c: asyncpg.Connection) -> None:
     itself, and the verbs leave no session state (their advisory locks end with their
     transactions, and LISTEN is only on the listener's own connection). The default reset is
     one more round trip a verb."""
+
+
+def _kind(e: BaseException) -> str:
+    """What an outage is, for logging it once: unreachable (refused, cut, starting, shutting
+    down: SQLSTATE classes 08 and 57), or the server's own error (a wrong password, a missing
+    database), which names itself."""
+    state = getattr(e, "sqlstate", None) or ""
+    if not isinstance(e, asyncpg.PostgresError) or state[:2] in ("08", "57"):
+        return "unreachable"
+    return f"{state}: {e}"

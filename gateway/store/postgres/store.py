@@ -44,10 +44,16 @@ class PostgresStore:
         self._db.on_end(ended, watched)
 
     async def ping(self) -> None:
-        """Storage can be read and written now: one write of one row, committed."""
+        """Storage can be read and written now: one row written and rolled back (a standby or
+        a read-only database refuses it), so nothing is left behind and nothing synced."""
         self._keyed()
-        async with self._db.transaction() as c:
-            await c.execute(sql.PING)
+        async with self._db.connection() as c:
+            written = c.transaction()
+            await written.start()
+            try:
+                await c.execute(sql.PING)
+            finally:
+                await written.rollback()
 
     async def key(self) -> bytes:
         try:
