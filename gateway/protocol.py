@@ -100,18 +100,15 @@ class Connection(web_protocol.RequestHandler):
         self._deadline = self._loop.call_at(due, self._check)
 
     def _stalled(self, now: float) -> str | None:
-        """Where the connection is stalled, if it is: in its body, or taking its answer."""
+        """Where the connection is stalled, if it is: taking its answer, or in its body. aiohttp
+        3.14's own state: the request being handled, and whether reading is paused because the
+        handler has not taken what came (then the wait is ours, not the client's)."""
         if self._blocked_since is not None and now - self._blocked_since >= self._idle:
             return "answer"
-        return "body" if self._stalled_in_body(now) else None
-
-    def _stalled_in_body(self, now: float) -> bool:
-        # aiohttp 3.14's own state: the request being handled, and whether reading is paused
-        # because the handler has not taken what came (then the wait is ours, not the client's).
         request = self._current_request
-        if request is None or self._reading_paused:
-            return False
-        return not request.content.is_eof() and now - self._last_read >= self._idle
+        if request is None or self._reading_paused or request.content.is_eof():
+            return None
+        return "body" if now - self._last_read >= self._idle else None
 
     def handle_error(
         self,
