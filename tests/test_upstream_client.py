@@ -290,6 +290,20 @@ async def _drive(
         pass
 
 
+async def test_an_answer_before_the_whole_body_is_read_and_sending_stops(
+    pool: Pool, raw: Any
+) -> None:
+    up = await raw(keep_answering(answer("413 Content Too Large", b"no")))  # reads no body
+    size = 256 * 1024 * 1024
+    body = _pieces(*[b"u" * (1024 * 1024)] * (size // (1024 * 1024)))
+    headers = (("Content-Length", str(size)),)
+    got, data = await call(pool, up.url, method="PUT", headers=headers, body=body, timeout=30)
+    assert (got.status, data) == (413, b"no")
+    assert not any(pool._idle.values())  # half a request on it: never reused
+    assert (await call(pool, up.url))[0].status == 413
+    assert len(up.received) == 2
+
+
 async def test_tls_upstream(pool: Pool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     ca = trustme.CA()
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
