@@ -154,8 +154,8 @@ def e2e(c: Context) -> None:
 
 
 def baseline(c: Context) -> None:
-    """This checkout against another (`--baseline DIR`), side by side: CPU per proxied
-    request and per job end to end, as ratios of this code's to that code's."""
+    """This checkout against another (`--baseline DIR`), side by side: CPU per durable accept,
+    per proxied request and per job end to end, as ratios of this code's to that code's."""
     if c.baseline is None:
         print(json.dumps({"row": "baseline", "skipped": "no --baseline DIR"}), flush=True)
         return
@@ -165,6 +165,15 @@ def baseline(c: Context) -> None:
         gateway(c.upstream, c.workdir) as new,
     ):
         old_pid, new_pid = pid_listening(old), pid_listening(new)
+        post(old + "/accept/hold")  # holds the upstream's one slot: the rest stay queued
+        post(new + "/accept/hold")
+        interleave(
+            "durable accept CPU per request, this code (vs the baseline's)",
+            c.pairs,
+            lambda: wrk(old + "/accept/x", c.seconds, c.connections, POST_1KB, pid=old_pid),
+            lambda: wrk(new + "/accept/x", c.seconds, c.connections, POST_1KB, pid=new_pid),
+            key="cpu_us",
+        )
         interleave(
             "proxy CPU per request, this code (vs the baseline's)",
             c.pairs,

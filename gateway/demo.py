@@ -63,16 +63,21 @@ def demo_config(backend_url: str, port: int, db: str, admin_port: int | None = N
     )
 
 
+BURST = 6  # now and then this many at once, more than `demo` runs together: a queue forms
+
+
 async def traffic(base: str, every: float = TRAFFIC_EVERY) -> None:
-    """A job now and then, a few slow ones and some that time out, for the console to show."""
+    """A job now and then, a few slow ones, some that time out, and a burst that has to wait
+    its turn, for the console to show."""
     rng = random.Random()
     async with aiohttp.ClientSession() as session:
         for n in itertools.count():
             path = "/flaky/report" if n % 6 == 5 else "/slow/report"
-            url = f"{base}{path}?seconds={rng.uniform(1, 9):.1f}&demo={n}"
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.post(url, data=b"demo"):
-                    pass
+            for k in range(BURST if n % 10 == 1 else 1):
+                url = f"{base}{path}?seconds={rng.uniform(1, 9):.1f}&demo={n}.{k}"
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.post(url, data=b"demo"):
+                        pass
             await asyncio.sleep(every)
 
 

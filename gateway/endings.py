@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
+_NEVER = asyncio.Event()  # never set: what a request that does not wait is given
+
 
 class Endings:
     def __init__(self) -> None:
@@ -30,6 +32,15 @@ class Endings:
                 del self._events[job_id]
             else:
                 self._events[job_id] = (event, count - 1)
+
+    def watch_if(
+        self, job_id: str, wait: float
+    ) -> contextlib.AbstractAsyncContextManager[asyncio.Event]:
+        """`watch`, for a request that will wait for its job's end; one that will not (most
+        202s) skips the registration and gets an event that never fires."""
+        if wait > 0:
+            return self.watch(job_id)
+        return contextlib.nullcontext(_NEVER)
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call `listener` at every end, waited for or not."""

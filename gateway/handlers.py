@@ -58,7 +58,7 @@ async def route(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     matched = rt.config.route_for(request.path, request.method)
     if matched is None:
-        return responses.problem(404, "Not Found", f"no route for {request.method} {request.path}")
+        return responses.problem(404, "Not Found", "no route takes this method and path")
     if rt.draining:
         return responses.unavailable(
             "Draining",
@@ -117,7 +117,7 @@ async def accept(request: web.Request, rt: Runtime, matched: Route) -> web.Strea
     )
     wait, applied = h.hold(matched.wait, matched.max_wait, h.preferences(raw))
     extra = {"Vary": "Prefer", **({"Preference-Applied": applied} if applied else {})}
-    async with rt.dispatcher.endings.watch(new.id) as ended:
+    async with rt.dispatcher.endings.watch_if(new.id, wait) as ended:
         stored = await _store(request, rt, new)
         if isinstance(stored, web.Response):
             return stored

@@ -80,6 +80,7 @@ class Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._head_only = method == "HEAD"
         self.sent = False
+        self.sent_whole = False  # the request's last byte was written
         self.error: Broken | None = None
         self.status = 0
         self._reason = b""
@@ -93,13 +94,17 @@ class Connection(asyncio.Protocol):
         self.pieces: deque[bytes] = deque()
         self._buffered = 0
         self._reading = True
+        if self.lost:  # closed since it was put back: fail at once, nothing sent
+            self.error = Broken("reset", "the upstream closed the idle connection", False)
 
     @property
     def reason(self) -> str:
         return self._reason.decode("latin-1")
 
     def reusable(self) -> bool:
-        return self.done and self.keep_alive and not self.extra and not self.lost
+        return (
+            self.done and self.keep_alive and self.sent_whole and not self.extra and not self.lost
+        )
 
     def fail(self, error: Broken) -> None:
         """Record the exchange's failure (the first one counts), wake its reader, drop the line;
@@ -119,7 +124,8 @@ class Connection(asyncio.Protocol):
         self.sent = True
 
     async def drain(self) -> None:
-        if self._paused and self.error is None and not self.lost:
+        """Until the upstream takes more, or its answer has come (sending stops there)."""
+        while self._paused and not self.head_done and self.error is None and not self.lost:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
         if self.error is not None:
@@ -255,7 +261,7 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        if status == 101 or status < 100:
+        if status == 101 or not 100 <= status <= 599:  # RFC 9110 §15: three digits, 1xx-5xx
             raise _bad(f"an answer with status {status}")
         self.status = status
         if status < 200:  # 100 Continue, 103 Early Hints: the answer is still to come

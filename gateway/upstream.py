@@ -120,22 +120,33 @@ def _expire(conn: Connection, seconds: float) -> None:
 
 async def _send(conn: Connection, head: bytes, body: Body, chunked: bool) -> None:
     """The head, then the body piece by piece as the upstream takes it. An upstream that
-    answers before it has the whole body (and closes) has its answer read all the same."""
+    answers before it has the whole body has its answer read (sending stops; the connection
+    is not reused)."""
     conn.write(head)
     if body is None:
+        conn.sent_whole = True
         return
-    pieces = body.iter_chunked(READ_SIZE) if isinstance(body, StreamReader) else body
     try:
-        async for piece in pieces:
-            if not piece:
-                continue
-            conn.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
-            await conn.drain()
-        if chunked:
-            conn.write(b"0\r\n\r\n")
+        conn.sent_whole = await _send_body(conn, body, chunked)
     except Broken:
         if not conn.head_done:
             raise
+
+
+async def _send_body(
+    conn: Connection, body: AsyncIterator[bytes] | StreamReader, chunked: bool
+) -> bool:
+    """Whether the whole body went; not if the upstream answered before it had it."""
+    pieces = body.iter_chunked(READ_SIZE) if isinstance(body, StreamReader) else body
+    async for piece in pieces:
+        if piece:
+            conn.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+            await conn.drain()
+            if conn.head_done:  # answered already: the rest is not wanted
+                return False
+    if chunked:
+        conn.write(b"0\r\n\r\n")
+    return True
 
 
 class _Pieces:

@@ -21,6 +21,7 @@ from gateway.app import create_app
 from gateway.config import Config, parse
 from gateway.protocol import Runner
 from gateway.store import Store
+from tests.console import admin_config, pair  # noqa: F401
 from tests.fakes import FakeUpstream
 from tests.stores import postgres, postgres_url, store, store_pair  # noqa: F401
 

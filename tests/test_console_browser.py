@@ -2,7 +2,7 @@
 download, no pytest plugin), launched once for the module.
 
 Without chromium these tests skip, except in CI (`CI` set), where they fail. With
-`CONSOLE_SCREENSHOTS` set they also write the README's screenshots under docs/.
+`CONSOLE_SCREENSHOTS` set they also write the README's screenshots under tests/screenshots/.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ ARGS = [
     "--no-first-run",
 ]
 TOKEN = "browser-token"
-SHOTS = ROOT / "docs"
+SHOTS = ROOT / "tests" / "screenshots"
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -231,6 +231,7 @@ async def test_find_a_failed_job_retry_it_and_cancel_a_queued_one(
         s.upstream.gate.set()
         await expect(page.locator('[data-live="job.status"]')).to_have_text("completed")
         await expect(page.locator("#changed")).to_be_visible()  # its actions are out of date
+        await expect(page.locator("#actions")).to_be_hidden()
         await expect(page.locator('[data-live="job.response"]')).to_have_text("200")
         await expect(page.locator('[data-live="job.failure"]')).to_have_text("\N{EN DASH}")
         assert await s.state(failed[2]) == "completed"

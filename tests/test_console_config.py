@@ -46,10 +46,11 @@ def test_unknown_and_bad_admin_keys() -> None:
     ]
 
 
-def test_check_exits_2_on_an_open_console(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["check", "serve"])
+def test_an_open_console_on_another_host_exits_2(tmp_path: Path, command: str) -> None:
     path = tmp_path / "open.yaml"
     path.write_text(MINIMAL + "admin: {host: 0.0.0.0, port: 8081}\n")
-    result = run_cli("check", "--config", str(path))
+    result = run_cli(command, "--config", str(path))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"{path}:3: admin.token: required when admin.host (0.0.0.0) is not a loopback address"

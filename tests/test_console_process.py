@@ -112,7 +112,7 @@ async def test_an_installed_wheel_serves_the_console(
         async with http.get(console + "/", headers=BEARER) as response:
             assert response.status == 200 and "<h1>Overview</h1>" in await response.text()
         for name in ("console.js", "console.css", "favicon.svg"):
-            async with http.get(f"{console}/static/{name}") as response:
+            async with http.get(f"{console}/static/{name}", headers=BEARER) as response:
                 assert response.status == 200 and len(await response.read()) > 100
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.jobs import Answer, Failure, NewJob, Status
 from gateway.store import Store
+from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore, console_sql
 from gateway.store.views import Filter, split_target
 from tests.test_store import T0, pieces
@@ -220,3 +221,26 @@ async def test_the_console_reads_by_index(tmp_path: Path) -> None:
         plan = _plan(db, query, tuple(args))
         assert ("sqlite_autoindex_jobs" in plan) is by_id, plan
         assert ("TEMP B-TREE" in plan) is by_id, plan
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_bulk_retry_commits_one_batch_at_a_time(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A bulk retry of many jobs never holds the one write transaction for all of them."""
+    commits: list[int] = []
+    url = request.getfixturevalue("postgres_url") if kind == "postgres" else ""
+    opened: Store = (
+        PostgresStore(url, lambda n, _: commits.append(n))
+        if kind == "postgres"
+        else SQLiteStore(str(tmp_path / "batches.db"), lambda n, _: commits.append(n))
+    )
+    await opened.open()
+    try:
+        for n in range(7):
+            await failed(opened, f"f{n}")
+        commits.clear()
+        assert await opened.retry_failed(FAILED, T0 + 1, 3) == 7
+        assert len(commits) >= 3  # 3 + 3 + 1, each in its own transaction
+    finally:
+        await opened.close()

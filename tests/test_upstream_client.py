@@ -99,6 +99,8 @@ def test_a_request_header_with_cr_lf_or_nul_is_never_sent(value: str) -> None:
         b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * (http1.HEAD_LIMIT + 1) + b"\r\n\r\n",
         b"HTTP/1.1 200 OK\r\n" + b"X-N: 1\r\n" * (http1.MAX_FIELDS + 1) + b"\r\n",
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+        b"HTTP/1.1 600 Beyond\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 099 Below\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
     ],
@@ -288,6 +290,20 @@ async def _drive(
 ) -> None:
     async with exchange(pool, upstream, "PUT", "/", headers, body):
         pass
+
+
+async def test_an_answer_before_the_whole_body_is_read_and_sending_stops(
+    pool: Pool, raw: Any
+) -> None:
+    up = await raw(keep_answering(answer("413 Content Too Large", b"no")))  # reads no body
+    size = 256 * 1024 * 1024
+    body = _pieces(*[b"u" * (1024 * 1024)] * (size // (1024 * 1024)))
+    headers = (("Content-Length", str(size)),)
+    got, data = await call(pool, up.url, method="PUT", headers=headers, body=body, timeout=30)
+    assert (got.status, data) == (413, b"no")
+    assert not any(pool._idle.values())  # half a request on it: never reused
+    assert (await call(pool, up.url))[0].status == 413
+    assert len(up.received) == 2
 
 
 async def test_tls_upstream(pool: Pool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:

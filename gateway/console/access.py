@@ -7,16 +7,18 @@ gateway honours the same sessions, and a new token ends the old ones.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-import time
+import secrets
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway import headers as h
 from gateway.config import is_loopback
 
-COOKIE = "gateway_console"
+COOKIE = h.CONSOLE_COOKIE
 SESSION_TTL = 12 * 3600.0
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -48,7 +50,10 @@ class Access:
     key: bytes
 
     @classmethod
+    @functools.lru_cache(maxsize=4)
     def of(cls, token: str, store_key: bytes) -> Access:
+        """The keys for this token and store key (the store's arrives late if its database is
+        down at start: callers ask again each time, and get the same keys while neither moves)."""
         key = hmac.new(store_key, b"console:" + token.encode(), hashlib.sha256).digest()
         return cls(token, key)
 
@@ -56,14 +61,16 @@ class Access:
         return hmac.new(self.key, what.encode(), hashlib.sha256).hexdigest()
 
     def new_session(self, now: float) -> str:
-        issued = str(int(now))
+        """`issued.nonce.signature`: every sign-in its own value, valid for SESSION_TTL."""
+        issued = f"{int(now)}.{secrets.token_urlsafe(16)}"
         return f"{issued}.{self._sign('session:' + issued)}"
 
     def session_ok(self, value: str, now: float) -> bool:
-        issued, _, signature = value.partition(".")
-        if not issued.isascii() or not issued.isdigit() or len(issued) > 12:
+        issued, _, signature = value.rpartition(".")
+        at, _, nonce = issued.partition(".")
+        if not (at.isascii() and at.isdigit() and len(at) <= 12 and nonce):
             return False
-        fresh = 0 <= now - int(issued) < SESSION_TTL
+        fresh = 0 <= now - int(at) < SESSION_TTL
         return fresh and same(signature, self._sign("session:" + issued))
 
     def token_ok(self, offered: str) -> bool:
@@ -78,14 +85,14 @@ class Access:
         return self._sign("csrf:" + session)
 
 
-def who(request: web.Request, access: Access, now: float | None = None) -> str | None:
+def who(request: web.Request, access: Access, now: float) -> str | None:
     """How the request is signed in: "open", "bearer" or "session"; None if it is not."""
     if not access.token:
         return "open"
     if access.bearer_ok(request.headers.get("Authorization")):
         return "bearer"
     cookie = request.cookies.get(COOKIE, "")
-    if cookie and access.session_ok(cookie, time.time() if now is None else now):
+    if cookie and access.session_ok(cookie, now):
         return "session"
     return None
 

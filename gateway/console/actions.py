@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.console import present
-from gateway.console.pages import CONSOLE, filter_of, found_job, refuse, render, wants_json
+from gateway.console.pages import CONSOLE, filter_of, form, found_job, refuse, render, wants_json
 from gateway.handlers import Runtime
 from gateway.store.views import JobRow
 
@@ -84,8 +84,7 @@ async def bulk_confirm(request: web.Request) -> web.Response:
 async def bulk_retry(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     rt = c.runtime
-    form = await request.post()
-    where = filter_of({**request.query, **form}, failed_only=True)
+    where = filter_of({**request.query, **await form(request)}, failed_only=True)
     n = await rt.store.retry_failed(where, rt.now(), BATCH)
     for upstream in [where.upstream] if where.upstream else rt.config.upstreams:
         if upstream in rt.config.upstreams:

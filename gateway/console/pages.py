@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from gateway import responses
+from gateway import protocol, responses
 from gateway.console import access, live, present
 from gateway.console.access import Access
 from gateway.errors import StorageError
@@ -33,9 +33,12 @@ class BadRequest(Exception):
 @dataclass
 class Console:
     runtime: Runtime
-    access: Access
     hub: live.Hub
     templates: jinja2.Environment
+
+    @property
+    def access(self) -> Access:
+        return Access.of(self.runtime.config.admin.token, self.runtime.key)
 
 
 CONSOLE = web.AppKey("console", Console)
@@ -57,49 +60,78 @@ def render(request: web.Request, name: str, status: int = 200, **context: Any) -
     html = c.templates.get_template(name).render(
         csrf=c.access.csrf(access.session_of(request)),
         signed_in=request.get(SIGNED) == "session",
+        assets=SIGNED in request,  # static files, like everything, answer 401 until then
         **context,
     )
     return web.Response(text=html, status=status, content_type="text/html")
 
 
-def refuse(request: web.Request, status: int, title: str, detail: str) -> web.Response:
+def refuse(
+    request: web.Request, status: int, title: str, detail: str, allow: str | None = None
+) -> web.Response:
+    extra = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if allow is not None:
+        extra["Allow"] = allow
     if wants_json(request):
-        extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return responses.problem(status, title, detail, headers=extra)
     if status == 401:
-        return render(request, "login.html", status=401, title="Sign in", error="")
-    return render(request, "message.html", status=status, title=title, detail=detail, links=[])
+        page = render(request, "login.html", status=401, title="Sign in", error="")
+    else:
+        page = render(request, "message.html", status=status, title=title, detail=detail, links=[])
+    page.headers.update(extra)
+    return page
 
 
 @web.middleware
 async def guard(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Same-origin POSTs only; a signed-in caller except for the sign-in page and static
-    files; a form's CSRF token wherever a browser's cookie (or nothing) signs the caller in."""
+    """Every request passes here: `admitted` first; the console's own errors, and aiohttp's,
+    answered as the caller reads them (a page, or problem+json)."""
+    try:
+        return await admitted(request) or await handler(request)
+    except StorageError as e:
+        return refuse(request, 503, "Storage unavailable", str(e))
+    except BadRequest as e:
+        return refuse(request, 400, "Bad Request", str(e))
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return refuse(request, e.status, e.reason, e.reason, allow=e.headers.get("Allow"))
+
+
+async def admitted(request: web.Request) -> web.Response | None:
+    """A refusal, or None: a well-formed target and Host; same-origin POSTs only; a signed-in
+    caller except for the sign-in page; a form's CSRF token wherever a browser's cookie (or
+    nothing) signs the caller in."""
     c = request.app[CONSOLE]
+    if (malformed := protocol.refused(request)) is not None:
+        return malformed
     if request.method == "POST" and not access.same_origin(request):
         return refuse(request, 403, "Forbidden", "actions come only from the console's own pages")
     if not c.access.token and not access.loopback_host(request):
         return refuse(
             request, 403, "Forbidden", "without a token the console answers loopback only"
         )
-    if not (request.path.startswith("/static/") or request.path == "/login"):
-        signed = access.who(request, c.access)
-        if signed is None:
-            return refuse(request, 401, "Unauthorized", "sign in, or send a Bearer token")
+    signed = access.who(request, c.access, c.runtime.now())
+    if signed is not None:
         request[SIGNED] = signed
-        browser = signed == "session" or (signed == "open" and access.from_browser(request))
-        if request.method == "POST" and browser:
-            offered = (await request.post()).get("csrf")
-            if not isinstance(offered, str) or not access.csrf_ok(request, c.access, offered):
-                return refuse(request, 403, "Forbidden", "the form is stale; load the page again")
+    elif request.path != "/login":
+        return refuse(request, 401, "Unauthorized", "sign in, or send a Bearer token")
+    browser = signed == "session" or (signed == "open" and access.from_browser(request))
+    if request.method == "POST" and browser and request.path != "/login":  # it takes the token
+        offered = (await form(request)).get("csrf")
+        if not isinstance(offered, str) or not access.csrf_ok(request, c.access, offered):
+            return refuse(request, 403, "Forbidden", "the form is stale; load the page again")
+    return None
+
+
+async def form(request: web.Request) -> Mapping[str, Any]:
+    """The POSTed form; BadRequest for a body that is not one (aiohttp's 413 stands)."""
     try:
-        return await handler(request)
-    except StorageError as e:
-        return refuse(request, 503, "Storage unavailable", str(e))
-    except BadRequest as e:
-        return refuse(request, 400, "Bad Request", str(e))
+        return await request.post()
+    except (ValueError, LookupError) as e:  # a broken multipart body, an unknown charset
+        raise BadRequest("the form cannot be read") from e
 
 
 # -- reading -----------------------------------------------------------------------
@@ -121,8 +153,9 @@ def _filter_of(fields: Mapping[str, Any], failed_only: bool) -> Filter:
             raise ValueError(f"{name}: at most {MAX_FIELD} characters")
         values[name] = value
     status = values.pop("status")
-    if status is not None and status not in {s.value for s in Status} - {"receiving"}:
-        raise ValueError(f"status: no such state {status!r}")
+    states = [s.value for s in Status if s != Status.RECEIVING]
+    if status is not None and status not in states:  # named without the client's text
+        raise ValueError(f"status: not one of {', '.join(states)}")
     if failed_only:
         if status not in (None, "failed"):
             raise ValueError("only failed jobs are retried")
@@ -166,6 +199,8 @@ async def jobs(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
     where = filter_of(request.query)
     after = request.query.get("after") or None
+    if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 18):
+        raise BadRequest("after: no such page")
     try:
         rows = await c.runtime.store.find_jobs(where, after, PAGE + 1)
     except ValueError as e:  # a key this store never gave out
@@ -231,8 +266,9 @@ async def login_form(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     c = request.app[CONSOLE]
-    offered = (await request.post()).get("token")
+    offered = (await form(request)).get("token")
     if not isinstance(offered, str) or not c.access.token_ok(offered):
+        log.info("admin_action", extra={"event": "admin_action", "action": "sign_in", "count": 0})
         return render(request, "login.html", status=401, title="Sign in", error="Wrong token.")
     response = web.HTTPSeeOther("/")
     access.set_session(response, c.access.new_session(c.runtime.now()), request.secure)

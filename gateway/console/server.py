@@ -1,4 +1,5 @@
-"""The console's aiohttp application and its own listener, never the public port.
+"""The console's aiohttp application and its own listener, never the public port, on the
+gateway's HTTP/1.1 protocol shell.
 
 `Listener.close` says `event: bye` to every live stream before the listener goes, so a
 watching browser never holds up a drain.
@@ -12,6 +13,7 @@ from importlib import resources
 import jinja2
 from aiohttp import web
 
+from gateway import protocol
 from gateway.console import access, actions, live, pages, present
 from gateway.console.pages import CONSOLE, Console
 from gateway.errors import GatewayError
@@ -44,7 +46,6 @@ def create_console(runtime: Runtime, tick: float = live.TICK) -> web.Application
     app = web.Application(middlewares=[pages.guard], client_max_size=64 * 1024)
     console = Console(
         runtime=runtime,
-        access=access.Access.of(runtime.config.admin.token, runtime.key),
         hub=live.Hub(lambda job_ids: pages.snapshot(console, job_ids), tick),
         templates=templates(),
     )
@@ -78,12 +79,53 @@ def create_console(runtime: Runtime, tick: float = live.TICK) -> web.Application
     return app
 
 
+class _Connection(protocol.Connection):
+    """The gateway's connection: malformed HTTP refused without the client's bytes, in one log
+    line without a traceback (so never a cookie or token), here with the console's headers too,
+    since such a refusal is made before routing, where `protect` does not run."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        response = super().handle_error(request, status, exc, message)
+        response.headers.update(access.SECURITY_HEADERS)
+        return response
+
+
+class _Server(protocol.Server):
+    def __call__(self) -> protocol.Connection:
+        return _Connection(
+            self, loop=self._made_on, idle_timeout=self._idle_timeout, **self._connection_kwargs
+        )
+
+
+class Runner(protocol.Runner):
+    """The gateway's protocol shell for the console's app (`protocol.Runner` with `_Server`)."""
+
+    async def _make_server(self) -> web.Server:
+        made = await web.AppRunner._make_server(self)  # the app's startup; its Server unused
+        return _Server(
+            made.request_handler,
+            idle_timeout=self._idle_timeout,
+            request_factory=made.request_factory,
+            **self._server_kwargs,
+        )
+
+
+def runner(app: web.Application, idle_timeout: float) -> Runner:
+    return Runner(app, idle_timeout=idle_timeout, handle_signals=False, access_log=None)
+
+
 class Listener:
     """The console on `admin.host`:`admin.port`, opened after the gateway's own app."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.app = create_console(runtime)
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        self._runner = runner(self.app, runtime.config.server.idle_timeout)
         self._open = False
 
     async def start(self, shared_port: bool = False) -> None:

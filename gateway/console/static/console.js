@@ -9,6 +9,7 @@
   const state = document.getElementById("live-state");
   const pause = document.getElementById("pause");
   const changed = document.getElementById("changed");
+  const actions = document.getElementById("actions");
   const shownStatus = document.body.dataset.status;
   let source = null;
   let paused = false;
@@ -33,6 +34,9 @@
     const status = figures["job.status"];
     if (changed && status !== undefined && shownStatus && status !== shownStatus) {
       changed.hidden = false;
+      if (actions) {
+        actions.hidden = true; // they were for the state the page was loaded in
+      }
     }
   }
 

@@ -23,10 +23,13 @@ _ONE = (
     f"SELECT {COLUMNS} FROM jobs WHERE id = $1 AND status <> 'receiving'"
     " AND (expires_at IS NULL OR expires_at > $2)"
 )
+# The batch is picked once, in a CTE: as `seq IN (SELECT … LIMIT n)` the planner may run the
+# subquery again for each row it updates, and one batch then took every failed job.
 _RETRY_BATCH = (
-    "UPDATE jobs SET status = 'queued', attempts = 0, failure = NULL, finished_at = NULL,"
-    " expires_at = NULL, not_before = 0 WHERE seq IN (SELECT seq FROM jobs {where}"
-    " LIMIT ${n} FOR UPDATE SKIP LOCKED) AND status = 'failed'"
+    "WITH picked AS MATERIALIZED (SELECT seq FROM jobs {where} LIMIT ${n} FOR UPDATE SKIP LOCKED)"
+    " UPDATE jobs SET status = 'queued', attempts = 0, failure = NULL, finished_at = NULL,"
+    " expires_at = NULL, not_before = 0 FROM picked"
+    " WHERE jobs.seq = picked.seq AND jobs.status = 'failed'"
 )
 
 
