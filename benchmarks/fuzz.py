@@ -4,8 +4,8 @@ process, new ones each run, with the same checks as the suite's tests/test_fuzz.
     python benchmarks/fuzz.py [--seconds 300] [--examples 1000000] [--keep DIR]
 
 Everything listens on 127.0.0.1 and the run stops by itself. Prints one JSON line: requests
-sent, answers by status, and any failure; exits 1 on a 500 of the gateway's own, a traceback
-or a line that is not JSON in its log, or a gateway that stopped serving.
+sent, answers by status, and any failure; exits 1 on a 500 of the gateway's own, a traceback,
+an error-level line or a line that is not JSON in its log, or a gateway that stopped serving.
 """
 
 from __future__ import annotations
@@ -38,9 +38,12 @@ def log_problems(log: Path) -> list[str]:
         if "Traceback" in line:
             problems.append(f"traceback: {line[:300]}")
         try:
-            json.loads(line)
+            fields = json.loads(line)
         except ValueError:
             problems.append(f"not JSON: {line[:300]}")
+            continue
+        if isinstance(fields, dict) and fields.get("level") in ("error", "critical"):
+            problems.append(f"error line: {line[:300]}")  # nothing a client sends is one
     return problems
 
 

@@ -58,7 +58,7 @@ async def route(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     matched = rt.config.route_for(request.path, request.method)
     if matched is None:
-        return responses.problem(404, "Not Found", f"no route for {request.method} {request.path}")
+        return responses.problem(404, "Not Found", "no route takes this method and path")
     if rt.draining:
         return responses.unavailable(
             "Draining",

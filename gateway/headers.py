@@ -35,6 +35,9 @@ _OWN = frozenset({JOB_ID.lower(), JOB_STATUS.lower()})
 # The gateway frames bodies itself (it knows the stored size), so it drops the sender's framing.
 _FRAMING = frozenset({"content-length", "host", "expect"})
 VIA = "async-gateway"
+# The operator console's session cookie: a browser sends it to every port of the console's host,
+# the public one included (cookies are not scoped by port), and it must never reach an upstream.
+CONSOLE_COOKIE = "gateway_console"
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ def for_upstream(headers: Sequence[Header], peer: Peer, trust_forwarded: bool) -
         for n, v in end_to_end(headers)
         if n.lower() not in _FRAMING and n.lower() not in _OWN
     ]
+    kept = [(n, _without_console(v) if n.lower() == "cookie" else v) for n, v in kept]
+    kept = [(n, v) for n, v in kept if v or n.lower() != "cookie"]
     forwarded_for = [v for n, v in kept if n.lower() == "x-forwarded-for"]
     out = [(n, v) for n, v in kept if n.lower() not in _FORWARDING]
     chain = ", ".join([*forwarded_for, peer.address]) if peer.address else ", ".join(forwarded_for)
@@ -108,6 +113,13 @@ def for_upstream(headers: Sequence[Header], peer: Peer, trust_forwarded: bool) -
     via = [v for n, v in kept if n.lower() == "via"]
     out.append(("Via", ", ".join([*via, f"{peer.version} {VIA}"])))
     return tuple(out)
+
+
+def _without_console(cookies: str) -> str:
+    """A Cookie header less the console's session; the other pairs' bytes as they came."""
+    pairs = cookies.split(";")
+    kept = [p for p in pairs if p.split("=", 1)[0].strip() != CONSOLE_COOKIE]
+    return cookies if len(kept) == len(pairs) else ";".join(kept).lstrip(" ")
 
 
 _FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"})

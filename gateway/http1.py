@@ -261,7 +261,7 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        if status == 101 or status < 100:
+        if status == 101 or not 100 <= status <= 599:  # RFC 9110 §15: three digits, 1xx-5xx
             raise _bad(f"an answer with status {status}")
         self.status = status
         if status < 200:  # 100 Continue, 103 Early Hints: the answer is still to come

@@ -25,19 +25,20 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def not_allowed(request: web.Request) -> web.Response:
-    """405 on the gateway's own paths for a method they do not take (RFC 9110 §15.5.6)."""
+    """405 on the gateway's own paths for a method they do not take (RFC 9110 §15.5.6). Like
+    every answer of the gateway's own, it quotes nothing of the request: Allow says the rest."""
     resource = request.match_info.route.resource
     allow = sorted({r.method for r in resource or [] if r.method != "*"})
     return responses.problem(
         405,
         "Method Not Allowed",
-        f"{request.path} takes {', '.join(allow)}",
+        f"this path takes {', '.join(allow)}",
         headers={"Allow": ", ".join(allow)},
     )
 
 
 async def not_ours(request: web.Request) -> web.Response:
-    return responses.problem(404, "Not Found", f"no gateway endpoint at {request.path}")
+    return responses.problem(404, "Not Found", "no gateway endpoint at this path")
 
 
 async def openapi_document(request: web.Request) -> web.Response:

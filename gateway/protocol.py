@@ -28,13 +28,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Connection(web_protocol.RequestHandler):
     """One client connection. aiohttp's keepalive timer, set to `idle_timeout`, closes one that
     sends nothing or stalls in its head (it runs from the connection's start, or the last
-    answer's end, and bytes do not push it back); the read deadline here closes one that
-    stalls in its body."""
+    answer's end, and bytes do not push it back); the deadline here closes one that stalls in
+    its body, or that takes nothing of an answer for as long (as nginx's send_timeout)."""
 
     def __init__(self, manager: web.Server, *, idle_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, keepalive_timeout=idle_timeout, **kwargs)
         self._idle = idle_timeout
         self._last_read = 0.0
+        self._blocked_since: float | None = None  # when writing paused: the client reads nothing
         self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -47,6 +48,14 @@ class Connection(web_protocol.RequestHandler):
             self._deadline.cancel()
             self._deadline = None
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._blocked_since = self._loop.time()
+
+    def resume_writing(self) -> None:
+        self._blocked_since = None
+        super().resume_writing()
 
     def data_received(self, data: bytes) -> None:
         self._last_read = self._loop.time()
@@ -75,22 +84,31 @@ class Connection(web_protocol.RequestHandler):
         if self.transport is None:
             return
         now = self._loop.time()
-        if self._stalled_in_body(now):
+        stage = self._stalled(now)
+        if stage is not None:
             log.warning(
                 "stalled connection closed",
-                extra={"event": "idle_closed", "stage": "body", "idle_s": self._idle},
+                extra={"event": "idle_closed", "stage": stage, "idle_s": self._idle},
             )
+            # abort, not close: close would wait to flush an answer the client does not read
+            self.transport.abort()
             self.force_close()
             return
-        self._deadline = self._loop.call_at(max(now, self._last_read) + self._idle, self._check)
+        due = max(now, self._last_read) + self._idle
+        if self._blocked_since is not None:
+            due = min(due, max(now, self._blocked_since + self._idle))
+        self._deadline = self._loop.call_at(due, self._check)
 
-    def _stalled_in_body(self, now: float) -> bool:
-        # aiohttp 3.14's own state: the request being handled, and whether reading is paused
-        # because the handler has not taken what came (then the wait is ours, not the client's).
+    def _stalled(self, now: float) -> str | None:
+        """Where the connection is stalled, if it is: taking its answer, or in its body. aiohttp
+        3.14's own state: the request being handled, and whether reading is paused because the
+        handler has not taken what came (then the wait is ours, not the client's)."""
+        if self._blocked_since is not None and now - self._blocked_since >= self._idle:
+            return "answer"
         request = self._current_request
-        if request is None or self._reading_paused:
-            return False
-        return not request.content.is_eof() and now - self._last_read >= self._idle
+        if request is None or self._reading_paused or request.content.is_eof():
+            return None
+        return "body" if now - self._last_read >= self._idle else None
 
     def handle_error(
         self,

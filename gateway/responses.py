@@ -199,11 +199,14 @@ async def replay(
         head.append(("Cache-Control", NO_STORE))
     head.extend(extra.items())
     response = Verbatim(answer.status, answer.reason, head)
-    # An answer to HEAD keeps the upstream's Content-Length: it describes a body never sent.
-    has_body = _has_body(answer.status) and job.method != "HEAD"
-    if has_body:
+    # An answer to HEAD keeps the upstream's Content-Length when it is replayed to a HEAD: it
+    # describes a body never sent. Replayed to a GET, it is framed as what is stored (nothing),
+    # or the next answer on the connection would be read as its body.
+    has_body = _has_body(answer.status)
+    heads = request.method == "HEAD"
+    if has_body and not (heads and job.method == "HEAD"):
         response.content_length = answer.size
-    sends = has_body and request.method != "HEAD"
+    sends = has_body and not heads and job.method != "HEAD"
     # The first piece is read before the head leaves: if storage fails then, the caller can
     # still answer 503; once bytes are out, only a cut connection tells the client.
     first = await anext(body, b"") if sends else b""

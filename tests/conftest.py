@@ -1,4 +1,8 @@
-"""Fixtures: a real fake upstream, configurations parsed from YAML, the app on a temp store."""
+"""Fixtures: a real fake upstream, configurations parsed from YAML, the app on a temp store.
+
+`make_config`, `gateway` and `gateway_for` run each test over both stores (a SQLite file, and a
+fresh database on the session's PostgreSQL); a test marked `sqlite_only` runs on the file alone.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,28 @@ from tests.fakes import FakeUpstream
 from tests.stores import postgres, postgres_url, store, store_pair  # noqa: F401
 
 MakeConfig = Callable[..., Config]
+STORAGES = ["sqlite", "postgres"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: about SQLite's file or one machine; runs on the SQLite store only"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses `storage` (through `make_config`) runs once per store."""
+    if "storage" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        metafunc.parametrize("storage", ["sqlite"] if only else STORAGES, indirect=True)
+
+
+@pytest.fixture
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the gateway under test keeps its jobs: a SQLite file, or a PostgreSQL URL."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return str(tmp_path / "gateway.db")
 
 
 @pytest.fixture
@@ -46,12 +72,14 @@ def config_text(
     routes: str = ROUTES,
     server: str = "{max_body: 1MB}",
 ) -> str:
-    """A whole configuration file; `upstream` keys replace the test defaults."""
+    """A whole configuration file; `upstream` keys replace the test defaults; `db` is a SQLite
+    file or a PostgreSQL URL."""
+    where = f"url: '{db}'" if "://" in db else f"path: {db}"
     keys = {"url": upstream_url, **UPSTREAM, **(upstream or {})}
     block = "".join(f"    {k}: {v}\n" for k, v in keys.items())
     return f"""
 server: {server}
-storage: {{path: {db}}}
+storage: {{{where}}}
 upstreams:
   legacy:
 {block}
@@ -68,10 +96,10 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def make_config(upstream: FakeUpstream, tmp_path: Path) -> MakeConfig:
+def make_config(upstream: FakeUpstream, storage: str) -> MakeConfig:
     def make(**kwargs: Any) -> Config:
         url = kwargs.pop("url", upstream.url)
-        text = config_text(url, str(tmp_path / "gateway.db"), **kwargs)
+        text = config_text(url, storage, **kwargs)
         return parse(text, "test.yaml", {})
 
     return make

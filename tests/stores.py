@@ -2,18 +2,26 @@
 PostgreSQL), `store_pair` (two instances on one database, as two processes or replicas), and
 `postgres` (the session's throwaway server) with `postgres_url` (a fresh database on it).
 
-Imported by conftest.py; another test file takes the fixtures by name.
+Imported by conftest.py; another test file takes the fixtures by name. `peek` reads a
+gateway's database from outside, as another process would, whichever the backend.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import re
 import secrets
+import sqlite3
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from gateway.config import Storage
 from gateway.store import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.postgres import PostgresStore
@@ -21,6 +29,20 @@ from gateway.store.sqlite import SQLiteStore
 from tests.postgres import Server
 
 BACKENDS = ["memory", "sqlite", "postgres"]
+
+
+async def peek(storage: Storage, query: str, *args: object) -> list[tuple[object, ...]]:
+    """The rows of one query (`?` for parameters) on a new connection of its own."""
+    if storage.url is None:
+        with contextlib.closing(sqlite3.connect(storage.path)) as db:
+            return [tuple(row) for row in db.execute(query, args).fetchall()]
+    n = itertools.count(1)
+    c = await asyncpg.connect(storage.url)
+    try:
+        rows = await c.fetch(re.sub(r"\?", lambda _: f"${next(n)}", query), *args)
+    finally:
+        await c.close()
+    return [tuple(row) for row in rows]
 
 
 @pytest.fixture(scope="session")
@@ -38,12 +60,30 @@ def postgres() -> Iterator[Server]:
     server.destroy()
 
 
+SPARE: list[str] = []  # databases earlier tests are done with, to be emptied and used again
+# Every gateway table emptied (a database whose schema was never made is left as it is); a
+# lock still held by what a test left behind gives the database up instead of waiting.
+EMPTIED = """SET lock_timeout = '2s'; DO $$ BEGIN IF to_regclass('jobs') IS NOT NULL THEN
+TRUNCATE jobs, bodies, idempotency, callbacks, replicas RESTART IDENTITY; END IF; END $$"""
+
+
 @pytest.fixture
-def postgres_url(postgres: Server) -> str:
-    """A fresh database of its own, the URL naming it."""
-    name = "t_" + secrets.token_hex(6)
-    postgres.psql(f"CREATE DATABASE {name}")
-    return postgres.url(name)
+def postgres_url(postgres: Server) -> Iterator[str]:
+    """A database of its own, empty, the URL naming it: one an earlier test is done with,
+    emptied now (its gateways are closed by now; TRUNCATE costs less than CREATE DATABASE,
+    test after test), or a new one."""
+    name = None
+    while SPARE and name is None:
+        name = SPARE.pop()
+        try:
+            postgres.psql(EMPTIED, name)
+        except subprocess.CalledProcessError:
+            name = None  # still in use: left alone
+    if name is None:
+        name = "t_" + secrets.token_hex(6)
+        postgres.psql(f"CREATE DATABASE {name}")
+    yield postgres.url(name)
+    SPARE.append(name)
 
 
 def _maker(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[], Store]:

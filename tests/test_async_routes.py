@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 from tests.conftest import settled, wait_for
 from tests.fakes import BINARY, GZIPPED, FakeUpstream, header_values
+from tests.stores import peek
 
 ID = re.compile(r"^[A-Za-z0-9_-]{22,}$")
 
@@ -43,12 +43,11 @@ async def test_202_only_after_the_request_is_in_the_database(
     client = await gateway_for(config)
     response = await client.post("/async/x?hold=1", data=b"kept")
     job_id = (await response.json())["id"]
-    # A second, independent connection to the file sees the committed row and its body.
-    with sqlite3.connect(config.storage.path) as db:
-        row = db.execute("SELECT method, target FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        body = db.execute("SELECT data FROM bodies WHERE job_id = ?", (job_id,)).fetchone()
-    assert row == ("POST", "/async/x?hold=1")
-    assert body == (b"kept",)
+    # A second, independent connection to the database sees the committed row and its body.
+    row = await peek(config.storage, "SELECT method, target FROM jobs WHERE id = ?", job_id)
+    body = await peek(config.storage, "SELECT data FROM bodies WHERE job_id = ?", job_id)
+    assert row == [("POST", "/async/x?hold=1")]
+    assert body == [(b"kept",)]
     upstream.gate.set()
 
 
@@ -247,10 +246,9 @@ async def test_completed_job_forgets_its_stored_request(gateway_for: Any, make_c
     response = await client.post("/async/x", data=b"secret", headers={"Authorization": "Bearer s"})
     job_id = (await response.json())["id"]
     await settled(client, response.headers["Location"], headers={"Authorization": "Bearer s"})
-    with sqlite3.connect(config.storage.path) as db:
-        headers = db.execute("SELECT request_headers FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        parts = db.execute("SELECT part FROM bodies WHERE job_id = ?", (job_id,)).fetchall()
-    assert headers == (None,)
+    headers = await peek(config.storage, "SELECT request_headers FROM jobs WHERE id = ?", job_id)
+    parts = await peek(config.storage, "SELECT part FROM bodies WHERE job_id = ?", job_id)
+    assert headers == [(None,)]
     assert parts == [(1,)]
 
 

@@ -96,11 +96,11 @@ async def test_failed_delivery_is_retried_under_the_same_webhook_id(
 
 
 async def test_owed_callbacks_survive_kill_9(
-    tmp_path: Path, upstream: FakeUpstream, receiver: FakeUpstream
+    tmp_path: Path, upstream: FakeUpstream, receiver: FakeUpstream, storage: str
 ) -> None:
     path = tmp_path / "gateway.yaml"
     settings = callback_config(receiver, f"'{receiver.url}/flaky?fail=1'")
-    path.write_text(config_text(upstream.url, str(tmp_path / "gateway.db"), **settings))
+    path.write_text(config_text(upstream.url, storage, **settings))
     args = ["serve", "--config", str(path)]
     gateway = await GatewayProcess(args, tmp_path / "log").start()
     try:

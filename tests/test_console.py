@@ -94,6 +94,8 @@ async def test_the_jobs_list_pages_by_key_50_at_a_time(pair: Pair) -> None:
     rt = pair.gateway.app[RUNTIME]
     rt.dispatcher._claiming = False  # keep them queued: only the list is under test
     ids = [await pair.post_job(f"/async/n{n}?hold=1") for n in range(60)]
+    # a claim already under way when claiming stopped may have taken the oldest few
+    ids = [job_id for job_id in ids if job_id not in rt.dispatcher._calls]
     first = await (await pair.console.get("/jobs?status=queued", headers=JSON)).json()
     assert [j["id"] for j in first["jobs"]] == ids[::-1][:50]
     page = await (await pair.console.get("/jobs?status=queued", headers=BEARER)).text()

@@ -345,6 +345,13 @@ async def test_odd_urls_are_answered_as_the_caller_reads(
     assert allow.status == 405 and "GET" in allow.headers["Allow"]
 
 
+async def test_a_bad_filter_is_refused_without_the_clients_text(pair: Pair) -> None:
+    for headers in (JSON, BEARER):
+        response = await pair.console.get("/jobs?status=ECHO%3Cb%3E", headers=headers)
+        assert response.status == 400
+        assert "ECHO" not in await response.text()
+
+
 @pytest.mark.parametrize(
     "target",
     ["/jobs?prefix=" + "p" * 1_048_576, "/jobs/" + "\u0661" * 200, "/jobs?prefix=a\rb"],

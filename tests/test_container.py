@@ -12,10 +12,13 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.conftest import final
 from tests.fakes import FakeUpstream
 from tests.processes import ROOT, free_port
+
+pytestmark = pytest.mark.sqlite_only  # the image keeps its SQLite file on a volume
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 

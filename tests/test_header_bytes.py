@@ -10,7 +10,7 @@ import pytest
 from gateway import headers as h
 from gateway.handlers import RUNTIME
 from tests.conftest import settled, wait_for
-from tests.rawhttp import RawUpstream, exchange
+from tests.rawhttp import Answer, RawUpstream, exchange
 
 UPSTREAM_HEAD = (
     b"HTTP/1.1 201 Cr\xe9\xe9\r\n"
@@ -36,15 +36,20 @@ def path_of(location: str) -> str:
     return "/" + location.split("/", 3)[3]
 
 
-async def test_a_replay_carries_the_upstream_header_bytes_unchanged(
-    gateway_for: Any, make_config: Any
-) -> None:
-    async with RawUpstream(ANSWER).running() as raw:
+async def replayed(gateway_for: Any, make_config: Any, upstream_answer: bytes) -> Answer:
+    """The replay, as bytes, of an async job whose upstream answered `upstream_answer`."""
+    async with RawUpstream(upstream_answer).running() as raw:
         gateway = await gateway_for(make_config(url=raw.url))
         location = (await gateway.get("/async/x")).headers["Location"]
         await settled(gateway, location)
         head = f"GET {path_of(location)} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
-        answer = await exchange(gateway.server.port, head)
+        return await exchange(gateway.server.port, head)
+
+
+async def test_a_replay_carries_the_upstream_header_bytes_unchanged(
+    gateway_for: Any, make_config: Any
+) -> None:
+    answer = await replayed(gateway_for, make_config, ANSWER)
     assert answer.head.split(b"\r\n")[0] == b"HTTP/1.1 201 Cr\xe9\xe9"
     assert answer.body == b"ok"
     got = answer.headers()
@@ -85,12 +90,7 @@ async def test_a_replay_of_an_answer_without_a_body_adds_no_content_type(
     gateway_for: Any, make_config: Any
 ) -> None:
     empty = b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n"
-    async with RawUpstream(empty).running() as raw:
-        gateway = await gateway_for(make_config(url=raw.url))
-        location = (await gateway.get("/async/x")).headers["Location"]
-        await settled(gateway, location)
-        head = f"GET {path_of(location)} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
-        answer = await exchange(gateway.server.port, head)
+    answer = await replayed(gateway_for, make_config, empty)
     names = {n.lower() for n, _ in answer.headers()}
     assert names == {b"x-a", b"content-length"} | {n.lower() for n in OWN} - {b"connection"}
 

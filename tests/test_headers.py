@@ -200,3 +200,18 @@ def test_a_forwarded_host_or_scheme_that_is_not_one_is_passed_over(
     forwarded: list[h.Header], base: str
 ) -> None:
     assert h.base_url(PEER, forwarded, None, trust=True) == base
+
+
+@pytest.mark.parametrize(
+    ("cookie", "sent"),
+    [
+        ("gateway_console=s3cret", None),
+        ("a=1; gateway_console=s3cret; b=2", "a=1; b=2"),
+        ("gateway_console=s3cret; b=\xe92", "b=\xe92"),
+        ("a=1;b=2", "a=1;b=2"),  # untouched, byte for byte
+        ("gateway_console_x=1", "gateway_console_x=1"),
+    ],
+)
+def test_the_consoles_session_cookie_never_goes_upstream(cookie: str, sent: str | None) -> None:
+    out = h.for_upstream([("Cookie", cookie)], PEER, trust_forwarded=False)
+    assert [v for n, v in out if n == "Cookie"] == ([sent] if sent else [])

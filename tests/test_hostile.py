@@ -288,3 +288,49 @@ async def test_a_chunked_body_that_breaks_midway_is_a_400(
 def in_progress(gateway: Any) -> bool:
     connections = gateway.server.runner.server.connections
     return any(c._current_request is not None for c in connections)
+
+
+ONLY_ASYNC = "\n  - {path: /async, upstream: legacy, mode: async}\n"
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        (b"PROPFIND", b"/quoted-7f3a"),  # no route at all
+        (b"PROPFIND", b"/_gateway/jobs/quoted-7f3a/status"),  # the gateway's path, a wrong method
+        (b"GET", b"/_gateway/quoted-7f3a%00"),  # the gateway's namespace, no endpoint
+        (b"DELETE", b"/_gateway/quoted-7f3a/../readyz"),
+    ],
+)
+async def test_a_404_or_405_quotes_nothing_of_the_request(
+    gateway_for: Any, make_config: Any, method: bytes, target: bytes
+) -> None:
+    gateway = await gateway_for(make_config(routes=ONLY_ASYNC))
+    head = method + b" " + target + b" HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+    answer = await exchange(gateway.server.port, head)
+    assert answer.status in (404, 405)
+    assert answer.header("Content-Type") == b"application/problem+json"
+    assert b"quoted-7f3a" not in answer.body and method not in answer.body.upper()
+
+
+async def test_a_head_jobs_answer_polled_with_get_is_framed_as_what_is_sent(gateway: Any) -> None:
+    accepted = await gateway.head("/async/x", headers={"Prefer": "respond-async"})
+    path = "/" + accepted.headers["Location"].split("/", 3)[3]
+
+    async def completed() -> bool:
+        view = await (await gateway.get(path + "/status")).json()
+        return bool(view["status"] == "completed")
+
+    await wait_for(completed)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.server.port)
+    try:  # two requests at once: the first answer's framing must end where the second begins
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n"
+            "GET /_gateway/healthz HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+        )
+        replay = await asyncio.wait_for(read_answer(reader), 10)
+        healthz = await asyncio.wait_for(read_answer(reader), 10)
+    finally:
+        writer.close()
+    assert replay.status == 200 and replay.header("Content-Length") == b"0"
+    assert healthz.status == 200 and healthz.json() == {"status": "ok"}

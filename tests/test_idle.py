@@ -4,13 +4,16 @@ its body, is closed; one that keeps sending is not."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.rawhttp import closed_within, read_answer
+from tests.conftest import wait_for
+from tests.rawhttp import RawUpstream, closed_within, read_answer
 
 IDLE = 0.5
 MARGIN = 3.0  # the close comes at IDLE after the last byte; the margin only absorbs a slow machine
@@ -87,3 +90,27 @@ async def test_an_idle_keep_alive_connection_is_closed_after_its_answer(connecti
     answer = await asyncio.wait_for(read_answer(reader), 10)
     assert answer.status == 200
     await closed_within(reader, MARGIN)
+
+
+async def test_a_client_that_reads_nothing_of_a_large_answer_is_closed(
+    gateway_for: Any, make_config: Any, caplog: Any
+) -> None:
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG + b"x" * BIG
+    async with RawUpstream(big).running() as raw:
+        config = make_config(url=raw.url, server=f"{{max_body: 1MB, idle_timeout: {IDLE}s}}")
+        gateway = await gateway_for(config)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gateway.server.port))
+        with sock:
+            sock.send(b"GET /plain HTTP/1.1\r\nHost: h\r\n\r\n")  # and nothing read after
+            server = gateway.server.runner.server
+            await wait_for(lambda: server.connections, MARGIN)
+            await wait_for(lambda: not server.connections, MARGIN + IDLE)
+    closed = [r for r in caplog.records if getattr(r, "event", None) == "idle_closed"]
+    assert [getattr(r, "stage", None) for r in closed] == ["answer"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+BIG = 32 * 1024 * 1024  # more than the kernel's socket buffers hold

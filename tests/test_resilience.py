@@ -20,9 +20,9 @@ from tests.fakes import FakeUpstream, header_values
 from tests.processes import GatewayProcess
 
 
-def config_file(tmp_path: Path, fake: FakeUpstream, **kwargs: Any) -> list[str]:
+def config_file(tmp_path: Path, fake: FakeUpstream, storage: str, **kwargs: Any) -> list[str]:
     path = tmp_path / "gateway.yaml"
-    path.write_text(config_text(fake.url, str(tmp_path / "gateway.db"), **kwargs))
+    path.write_text(config_text(fake.url, storage, **kwargs))
     return ["serve", "--config", str(path)]
 
 
@@ -31,9 +31,9 @@ def job_ids_seen(upstream: FakeUpstream) -> Counter[str]:
 
 
 async def test_kill_9_mid_load_loses_no_accepted_job(
-    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession
+    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession, storage: str
 ) -> None:
-    args = config_file(tmp_path, upstream, upstream={"max_in_flight": "4"})
+    args = config_file(tmp_path, upstream, storage, upstream={"max_in_flight": "4"})
     first = await GatewayProcess(args, tmp_path / "log").start()
     accepted: dict[str, str] = {}  # job id → method
 
@@ -68,9 +68,9 @@ async def test_kill_9_mid_load_loses_no_accepted_job(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_signal_drains_then_settles_calls_by_on_interrupt(
-    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession, sig: int
+    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession, sig: int, storage: str
 ) -> None:
-    args = config_file(tmp_path, upstream, server="{shutdown_grace: 1s}")
+    args = config_file(tmp_path, upstream, storage, server="{shutdown_grace: 1s}")
     upstream.gate.clear()
     gateway = await GatewayProcess(args, tmp_path / "log").start()
     urls = {}
@@ -103,10 +103,11 @@ async def test_signal_drains_then_settles_calls_by_on_interrupt(
         restarted.kill()
 
 
+@pytest.mark.sqlite_only  # one file, two processes (test_replicas: replicas on PostgreSQL)
 async def test_two_processes_share_one_store_and_never_run_a_job_twice(
-    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession
+    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession, storage: str
 ) -> None:
-    args = config_file(tmp_path, upstream)
+    args = config_file(tmp_path, upstream, storage)
     a = await GatewayProcess(args, tmp_path / "a.log").start()
     b = await GatewayProcess(args, tmp_path / "b.log").start()
     try:
@@ -140,10 +141,12 @@ async def test_two_processes_share_one_store_and_never_run_a_job_twice(
         b.kill()
 
 
+@pytest.mark.sqlite_only  # a full disk under the SQLite file (test_replicas: PostgreSQL stopped)
 async def test_storage_fault_gives_503_never_202_and_recovers(
-    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession
+    tmp_path: Path, upstream: FakeUpstream, http: aiohttp.ClientSession, storage: str
 ) -> None:
-    gateway = await GatewayProcess(config_file(tmp_path, upstream), tmp_path / "log").start()
+    args = config_file(tmp_path, upstream, storage)
+    gateway = await GatewayProcess(args, tmp_path / "log").start()
     assert gateway.proc is not None
     try:
         async with http.post(gateway.url + "/async/before", data=b"x") as response:
@@ -171,6 +174,7 @@ async def test_storage_fault_gives_503_never_202_and_recovers(
     assert os.path.exists(tmp_path / "gateway.db")
 
 
+@pytest.mark.sqlite_only  # its bodies removed from the SQLite file underneath
 async def test_a_stored_answer_that_cannot_be_read_is_a_503_not_a_500(
     gateway: Any, tmp_path: Path
 ) -> None:
@@ -192,6 +196,7 @@ def _completed(db_path: Path) -> bool:
         return db.execute("SELECT 1 FROM jobs WHERE status = 'completed'").fetchone() is not None
 
 
+@pytest.mark.sqlite_only  # its pieces removed from the SQLite file underneath
 async def test_an_answer_removed_mid_replay_cuts_the_connection_with_one_log_line(
     gateway: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

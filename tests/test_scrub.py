@@ -19,6 +19,8 @@ from gateway.store.sqlite import SQLiteStore
 from tests.conftest import GatewayServer, settled, wait_for
 from tests.fakes import FakeUpstream
 
+pytestmark = pytest.mark.sqlite_only  # the SQLite store's files and its disk
+
 
 def holding(directory: Path, canary: bytes) -> list[str]:
     """The files under `directory` whose bytes hold `canary`."""

@@ -15,6 +15,8 @@ from gateway.store.sqlite import SQLiteStore, statements
 from gateway.store.sqlite.durability import Durability
 from tests.test_store import T0, accepted, new, pieces
 
+pytestmark = pytest.mark.sqlite_only  # the SQLite store's own machinery
+
 
 async def test_an_older_file_gets_its_lanes_counted_once(tmp_path: Path) -> None:
     path = str(tmp_path / "old.db")

@@ -99,6 +99,8 @@ def test_a_request_header_with_cr_lf_or_nul_is_never_sent(value: str) -> None:
         b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * (http1.HEAD_LIMIT + 1) + b"\r\n\r\n",
         b"HTTP/1.1 200 OK\r\n" + b"X-N: 1\r\n" * (http1.MAX_FIELDS + 1) + b"\r\n",
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+        b"HTTP/1.1 600 Beyond\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 099 Below\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
     ],

@@ -14,10 +14,13 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.conftest import config_text, final, wait_for
 from tests.fakes import FakeUpstream, header_values
 from tests.processes import ROOT, GatewayProcess
+
+pytestmark = pytest.mark.sqlite_only  # workers sharing one SQLite file on one machine
 
 
 def events(log: Path, name: str) -> list[dict[str, object]]:

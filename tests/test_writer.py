@@ -15,6 +15,8 @@ from gateway.errors import StorageError
 from gateway.store.sqlite.durability import Durability
 from gateway.store.sqlite.writer import Writer
 
+pytestmark = pytest.mark.sqlite_only  # the SQLite store's writer thread
+
 
 async def test_a_failing_operation_fails_alone_and_the_batch_commits(tmp_path: Path) -> None:
     path = tmp_path / "w.db"

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway import headers as h
 from gateway.config import is_loopback
 
-COOKIE = "gateway_console"
+COOKIE = h.CONSOLE_COOKIE
 SESSION_TTL = 12 * 3600.0
 SECURITY_HEADERS = {
     "Content-Security-Policy": (

@@ -153,8 +153,9 @@ def _filter_of(fields: Mapping[str, Any], failed_only: bool) -> Filter:
             raise ValueError(f"{name}: at most {MAX_FIELD} characters")
         values[name] = value
     status = values.pop("status")
-    if status is not None and status not in {s.value for s in Status} - {"receiving"}:
-        raise ValueError(f"status: no such state {status!r}")
+    states = [s.value for s in Status if s != Status.RECEIVING]
+    if status is not None and status not in states:  # named without the client's text
+        raise ValueError(f"status: not one of {', '.join(states)}")
     if failed_only:
         if status not in (None, "failed"):
             raise ValueError("only failed jobs are retried")

@@ -7,7 +7,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 Connection = asyncpg.Connection | PoolConnectionProxy
-VERSION = 1
+VERSION = 2  # 2: the claim as a function (one round trip)
 SCHEMA_LOCK = 0x6761_7465_7761_7901  # pg_advisory_xact_lock's key for the schema ("gateway")
 
 SCHEMA = """
@@ -70,6 +70,36 @@ CREATE TABLE IF NOT EXISTS replicas (
     owner text PRIMARY KEY,
     alive_until double precision NOT NULL
 );
+-- A claim in one round trip: the upstream's advisory lock as a statement of its own, then the
+-- claim as the next, which in READ COMMITTED takes a fresh snapshot and so sees every claim
+-- committed by the lock's previous holder (one statement taking the lock would not: its
+-- snapshot predates the wait, and the cap overshoots). It counts the upstream's running jobs,
+-- takes at most least(p_limit, p_cap - running) of its oldest due queued jobs, drops an answer
+-- half-stored by an earlier try, and returns each job with its request's first body piece.
+CREATE OR REPLACE FUNCTION gateway_claim(
+    p_upstream text, p_limit bigint, p_cap bigint, p_owner text, p_now float8
+) RETURNS TABLE (job jobs, first_piece bytea, more boolean) LANGUAGE plpgsql AS $claim$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('gateway:claim:' || p_upstream, 0));
+    RETURN QUERY
+    WITH due AS MATERIALIZED (
+        SELECT q.seq FROM jobs q WHERE q.upstream = p_upstream AND q.status = 'queued'
+        AND q.not_before <= p_now ORDER BY q.seq LIMIT greatest(0, least(p_limit, p_cap
+        - (SELECT count(*) FROM jobs r WHERE r.upstream = p_upstream AND r.status = 'running')))
+        FOR UPDATE SKIP LOCKED
+    ), taken AS (
+        UPDATE jobs j SET status = 'running', owner = p_owner, started_at = p_now,
+        claimed_at = extract(epoch FROM now())::float8, orphan = false,
+        attempts = j.attempts + 1 FROM due WHERE j.seq = due.seq AND j.status = 'queued'
+        RETURNING j.*
+    ), dropped AS (
+        DELETE FROM bodies b USING taken t WHERE b.job_id = t.id AND b.part = 1
+    )
+    SELECT t::jobs, b.data, EXISTS (SELECT 1 FROM bodies m
+        WHERE m.job_id = t.id AND m.part = 0 AND m.n = 1)
+    FROM taken t LEFT JOIN bodies b ON b.job_id = t.id AND b.part = 0 AND b.n = 0;
+END
+$claim$;
 """
 
 

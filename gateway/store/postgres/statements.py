@@ -60,18 +60,10 @@ TAKE_KEY = (
     "INSERT INTO idempotency VALUES ($1, $2, $3) ON CONFLICT (key)"
     " DO UPDATE SET job_id = excluded.job_id, fingerprint = excluded.fingerprint"
 )
-# Under the upstream's lock: count its running jobs and take at most `least(limit, cap -
-# running)` of its oldest due queued jobs, skipping rows another transaction holds.
-CLAIM = (
-    "WITH due AS MATERIALIZED (SELECT seq FROM jobs WHERE upstream = $1 AND status = 'queued'"
-    " AND not_before <= $5 ORDER BY seq LIMIT greatest(0, least($2::bigint, $3::bigint"
-    " - (SELECT count(*) FROM jobs WHERE upstream = $1 AND status = 'running')))"
-    " FOR UPDATE SKIP LOCKED)"
-    f" UPDATE jobs j SET status = 'running', owner = $4, started_at = $5, claimed_at = {NOW},"
-    " orphan = false, attempts = j.attempts + 1 FROM due WHERE j.seq = due.seq"
-    f" AND j.status = 'queued' RETURNING {COLUMNS}"
-)
-DROP_ANSWERS = "DELETE FROM bodies WHERE job_id = ANY($1::text[]) AND part = 1"
+# The claim (schema.py's gateway_claim: the upstream's lock, then the claim), one round trip:
+# each job's columns, then its request's first body piece and whether more pieces follow.
+_CLAIMED = ", ".join("NULL::float8" if n == "lease_until" else f"(job).{n}" for n in NAMES)
+CLAIM = f"SELECT {_CLAIMED}, first_piece, more FROM gateway_claim($1, $2, $3, $4, $5)"
 # A process's heartbeat: its leases hold while it beats (one row per process, not a rewrite
 # of every job it runs).
 BEAT = (

@@ -25,6 +25,7 @@ from gateway.store.rows import LEASE_UNTIL, job_of
 from gateway.store.views import Filter, JobRow, Lane
 
 NO_CAP = 2**62
+FIRSTS = 4096  # first body pieces kept from claims for the calls about to read them, at most
 PERSIST, PERSIST_PAUSE = 10.0, 0.25  # how long, how often a job's end is tried again
 
 
@@ -33,6 +34,9 @@ class PostgresStore:
         self._db = Database(url, on_commit)
         self._beats: dict[str, float] = {}  # owner → when its heartbeat was last written
         self._key_owed = False
+        # job id → its request's first piece, read by the claim, for the call's first read (a
+        # job that ends, goes back or is removed here drops it)
+        self._firsts: dict[str, tuple[bytes, bool]] = {}
 
     async def open(self) -> None:
         await self._db.open()
@@ -93,6 +97,10 @@ class PostgresStore:
 
     async def body(self, job_id: str, part: Part) -> AsyncIterator[bytes]:
         n, more = 0, True
+        first = self._firsts.pop(job_id, None) if part == Part.REQUEST else None
+        if first is not None:  # read by the claim, in the same round trip
+            yield first[0]
+            n, more = 1, first[1]
         while more:
             async with self._db.connection() as c:  # one piece a query: nothing held between
                 row = await c.fetchrow(sql.PIECE, job_id, int(part), n)
@@ -147,15 +155,17 @@ class PostgresStore:
         most = NO_CAP if cap is None else cap
         try:
             await self._beat(owner, lease_until - now)
-            async with self._db.transaction() as c:
-                await c.execute(sql.LOCK, "gateway:claim:" + upstream)
+            async with self._db.statement() as c:  # the lock, then the claim: one round trip
                 rows = await c.fetch(sql.CLAIM, upstream, limit, most, owner, now)
-                if rows:  # an answer half-stored by an earlier try is dropped
-                    await c.execute(sql.DROP_ANSWERS, [row[0] for row in rows])
         except StorageError:
             if self._db.down:  # an outage, logged once already: nothing to claim meanwhile
                 return []
             raise
+        if len(self._firsts) > FIRSTS:  # pieces of calls that never read them (canceled)
+            self._firsts.clear()
+        for row in rows:
+            if row["first_piece"] is not None:
+                self._firsts[row["id"]] = (bytes(row["first_piece"]), bool(row["more"]))
         return sorted((job_of(r) for r in rows), key=lambda job: (job.created_at, job.id))
 
     async def _beat(self, owner: str, lease: float) -> None:
@@ -189,6 +199,7 @@ class PostgresStore:
         now: float,
         expires_at: float,
     ) -> bool:
+        self._firsts.pop(job_id, None)
         size, n, last = 0, 0, b""
         try:
             async for chunk in body:  # the last piece goes with the completion
@@ -218,6 +229,7 @@ class PostgresStore:
     async def fail(
         self, job_id: str, owner: str, failure: Failure, now: float, expires_at: float
     ) -> bool:
+        self._firsts.pop(job_id, None)
         cause = encoding.dumps_text([failure.kind, failure.detail, failure.sent])
 
         async def record() -> bool:
@@ -251,9 +263,11 @@ class PostgresStore:
         await c.execute(sql.NOTIFY, job_id)
 
     async def requeue(self, job_id: str, owner: str, not_before: float) -> bool:
+        self._firsts.pop(job_id, None)
         return await _persist(lambda: self._swap(sql.REQUEUE, job_id, owner, not_before))
 
     async def cancel(self, job_id: str, now: float, expires_at: float) -> bool:
+        self._firsts.pop(job_id, None)
         async with self._db.transaction() as c:
             row = await c.fetchrow(sql.CANCEL, job_id, now, expires_at)
             if row is None:
@@ -263,6 +277,7 @@ class PostgresStore:
         return True
 
     async def forget(self, job_id: str) -> bool:
+        self._firsts.pop(job_id, None)
         async with self._db.transaction() as c:
             if await c.fetchval(sql.FORGET, job_id) is None:
                 return False
