@@ -171,8 +171,10 @@ class Server(web.Server):
         self._idle_timeout = idle_timeout
         self._made_on = asyncio.get_running_loop()
 
+    connection_class: type[Connection] = Connection  # the console names its own
+
     def __call__(self) -> Connection:
-        return Connection(
+        return self.connection_class(
             self, loop=self._made_on, idle_timeout=self._idle_timeout, **self._connection_kwargs
         )
 
@@ -180,6 +182,8 @@ class Server(web.Server):
 class Runner(web.AppRunner):
     """web.AppRunner whose server is the gateway's (aiohttp has no public switch for the
     connection class, so the one private step, `_make_server`, is taken over here)."""
+
+    server_class: type[Server] = Server
 
     def __init__(self, app: web.Application, *, idle_timeout: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
@@ -190,7 +194,7 @@ class Runner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()  # the app's startup; its own Server is unused
-        return Server(
+        return self.server_class(
             made.request_handler,
             idle_timeout=self._idle_timeout,
             request_factory=made.request_factory,

@@ -97,23 +97,13 @@ class _Connection(protocol.Connection):
 
 
 class _Server(protocol.Server):
-    def __call__(self) -> protocol.Connection:
-        return _Connection(
-            self, loop=self._made_on, idle_timeout=self._idle_timeout, **self._connection_kwargs
-        )
+    connection_class = _Connection
 
 
 class Runner(protocol.Runner):
-    """The gateway's protocol shell for the console's app (`protocol.Runner` with `_Server`)."""
+    """The gateway's protocol shell for the console's app, making `_Connection`s."""
 
-    async def _make_server(self) -> web.Server:
-        made = await web.AppRunner._make_server(self)  # the app's startup; its Server unused
-        return _Server(
-            made.request_handler,
-            idle_timeout=self._idle_timeout,
-            request_factory=made.request_factory,
-            **self._server_kwargs,
-        )
+    server_class = _Server
 
 
 def runner(app: web.Application, idle_timeout: float) -> Runner:
