@@ -53,15 +53,19 @@ async def test_kill_9_mid_load_loses_no_accepted_job(
     assert len(accepted) >= 5  # some 202s were still on the wire when the process died
     second = await GatewayProcess(args, tmp_path / "log").start()
     try:
+        unknown: set[str] = set()  # POSTs cut off mid-call: sent or not, nobody knows
         for job_id, method in accepted.items():
             status, state, body = await final(http, f"{second.url}/_gateway/jobs/{job_id}")
             if state == "failed":  # only a POST cut off mid-call may end so
                 assert method == "POST" and json.loads(body)["cause"] == "interrupted"
+                unknown.add(job_id)
             else:
                 assert (status, state) == (200, "completed")
         seen = job_ids_seen(upstream)
-        assert set(accepted) <= set(seen)  # every accepted job reached the upstream
-        assert all(seen[i] == 1 for i, m in accepted.items() if m == "POST")  # never twice
+        assert set(accepted) - unknown <= set(seen)  # every other job reached the upstream
+        posts = [i for i, m in accepted.items() if m == "POST"]
+        assert all(seen.get(i, 0) <= 1 for i in posts)  # never twice
+        assert all(seen[i] == 1 for i in posts if i not in unknown)
     finally:
         second.kill()
 
