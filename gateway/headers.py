@@ -99,8 +99,7 @@ def for_upstream(headers: Sequence[Header], peer: Peer, trust_forwarded: bool) -
         for n, v in end_to_end(headers)
         if n.lower() not in _FRAMING and n.lower() not in _OWN
     ]
-    kept = [(n, _without_console(v) if n.lower() == "cookie" else v) for n, v in kept]
-    kept = [(n, v) for n, v in kept if v or n.lower() != "cookie"]
+    kept = [(n, c) for n, v in kept if (c := _without_console(n, v)) is not None]
     forwarded_for = [v for n, v in kept if n.lower() == "x-forwarded-for"]
     out = [(n, v) for n, v in kept if n.lower() not in _FORWARDING]
     chain = ", ".join([*forwarded_for, peer.address]) if peer.address else ", ".join(forwarded_for)
@@ -115,11 +114,16 @@ def for_upstream(headers: Sequence[Header], peer: Peer, trust_forwarded: bool) -
     return tuple(out)
 
 
-def _without_console(cookies: str) -> str:
-    """A Cookie header less the console's session; the other pairs' bytes as they came."""
-    pairs = cookies.split(";")
+def _without_console(name: str, value: str) -> str | None:
+    """A header's value as it came, but a Cookie header's less the console's session (None if
+    that was all it held); the other pairs' bytes unchanged."""
+    if CONSOLE_COOKIE not in value or name.lower() != "cookie":
+        return value
+    pairs = value.split(";")
     kept = [p for p in pairs if p.split("=", 1)[0].strip() != CONSOLE_COOKIE]
-    return cookies if len(kept) == len(pairs) else ";".join(kept).lstrip(" ")
+    if len(kept) == len(pairs):
+        return value
+    return ";".join(kept).lstrip(" ") or None
 
 
 _FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"})
